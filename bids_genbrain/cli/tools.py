@@ -1,0 +1,22 @@
+"""``genbrain``: the tools that are not BIDS-App levels (simulate, pretrain, sample, demo ...).
+
+Each command lives in its own module under :mod:`bids_genbrain.cli` and is registered here,
+so ``genbrain --help`` lists them all while importing only what the called command needs.
+"""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    name="genbrain",
+    help="GenBrain tools: simulate BIDS cohorts, pretrain and sample the model, run a demo.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def main() -> None:
+    """Console-script entry point of ``genbrain``."""
+    app()

@@ -1,0 +1,256 @@
+"""Participant level: every selected participant's anatomical images, one at a time.
+
+Each participant is checked and processed on its own: a failure (a corrupt file, a failed
+registration) is written to a crash log and to the summary, and the others go on. The run's
+exit code is 1 when any participant failed.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import nibabel as nb
+import numpy as np
+import pandas as pd
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from .bids import SessionImages, collect_anat, load_layout, read_filter_file, select_participants
+from .config import Config
+from .derivatives import write_dataset_description
+from .reports.base import Section, render_report
+from .runlog import RunLog
+from .utils import atomic_write_text
+
+LOGGER = logging.getLogger(__name__)
+
+BIDSIGNORE = ("work/", "logs/", "*.html", "*_summary.tsv", "group/model/")
+"""Paths in the derivatives root that are not BIDS files (for the BIDS validator)."""
+
+
+class ImageError(ValueError):
+    """An input image that cannot be used (message says why)."""
+
+
+@dataclass
+class ImageInfo:
+    """Header facts of one checked image."""
+
+    path: str
+    modality: str
+    shape: tuple[int, ...]
+    zooms: tuple[float, ...]
+    orientation: str
+    oblique: bool
+
+    def row(self) -> dict[str, object]:
+        """One row of the report's image table."""
+        return {
+            "modality": self.modality,
+            "file": Path(self.path).name,
+            "shape": "x".join(map(str, self.shape)),
+            "voxel size (mm)": "x".join(f"{z:.2f}" for z in self.zooms),
+            "orientation": self.orientation,
+            "oblique": "yes" if self.oblique else "no",
+        }
+
+
+def check_image(path: str | Path, modality: str) -> ImageInfo:
+    """Check that an anatomical image loads as a 3D volume with a sane affine.
+
+    Parameters
+    ----------
+    path : path-like
+    modality : str
+        ``T1w``, ``T2w`` or ``FLAIR`` (recorded only).
+
+    Returns
+    -------
+    ImageInfo
+
+    Raises
+    ------
+    ImageError
+        Unreadable file, not 3D (4D with one volume is accepted), non-finite or singular
+        affine, voxel sizes outside 0.1-10 mm, fewer than 16 voxels along an axis, or no
+        finite non-zero data.
+    """
+    name = Path(path).name
+    try:
+        img = nb.load(path)
+        shape = img.shape
+    except Exception as exc:  # noqa: BLE001 - nibabel raises many types for bad files
+        raise ImageError(f"{name}: cannot be read as NIfTI ({exc})") from None
+    if len(shape) == 4 and shape[3] == 1:
+        shape = shape[:3]
+    if len(shape) != 3:
+        raise ImageError(f"{name}: expected a 3D image, got shape {img.shape}")
+    if min(shape) < 16:
+        raise ImageError(f"{name}: too small to be a brain image (shape {shape})")
+    affine = img.affine
+    if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-6:
+        raise ImageError(f"{name}: affine is not finite and invertible; fix the NIfTI header")
+    zooms = tuple(float(z) for z in np.sqrt((affine[:3, :3] ** 2).sum(axis=0)))
+    if not all(0.1 <= z <= 10.0 for z in zooms):
+        raise ImageError(f"{name}: implausible voxel size {zooms} mm; fix the NIfTI header")
+    try:
+        data = np.asanyarray(img.dataobj)
+    except Exception as exc:  # noqa: BLE001 - truncated gzip, short file ...
+        raise ImageError(f"{name}: image data cannot be read ({exc})") from None
+    finite = np.isfinite(data)
+    if not finite.any() or not np.any(data[finite] != 0):
+        raise ImageError(f"{name}: image holds no finite non-zero voxels")
+    axes = nb.aff2axcodes(affine)
+    cosines = affine[:3, :3] / np.array(zooms)
+    oblique = bool(np.abs(cosines).max(axis=0).min() < 1 - 1e-3)
+    return ImageInfo(str(path), modality, tuple(int(s) for s in shape), zooms, "".join(axes),
+                     oblique)
+
+
+@dataclass
+class ParticipantResult:
+    """Outcome of one participant."""
+
+    subject: str
+    status: str = "ok"
+    reason: str = ""
+    images: list[ImageInfo] = field(default_factory=list)
+    sessions: list[str | None] = field(default_factory=list)
+
+
+def _write_crash_log(output_dir: Path, subject: str, text: str) -> Path:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return atomic_write_text(output_dir / "logs" / f"crash-sub-{subject}-{stamp}.txt", text)
+
+
+def _participant_report(config: Config, result: ParticipantResult,
+                        sessions: list[SessionImages], covariates: pd.Series | None) -> Path:
+    sections = []
+    summary = (
+        f"Participant sub-{result.subject}: {len(result.images)} anatomical image(s) in "
+        f"{len(sessions) or 0} session(s). Status: {result.status}"
+        + (f" ({result.reason})" if result.reason else "")
+    )
+    table = []
+    if covariates is not None:
+        table = [pd.DataFrame([{k: v for k, v in covariates.items() if k != "participant_id"}])]
+    sections.append(Section("Summary", text=summary, tables=table,
+                            status="ok" if result.status == "ok" else "error"))
+    for ses in sessions:
+        rows = [info.row() for info in result.images
+                if any(info.path in paths for paths in ses.images.values())]
+        title = f"Session {ses.session}" if ses.session else "Anatomical images"
+        sections.append(Section(title, tables=[pd.DataFrame(rows)] if rows else []))
+    methods = (
+        "Anatomical images were found with PyBIDS and checked for a readable 3D volume with a"
+        " finite, invertible affine and plausible voxel sizes (0.1-10 mm) with NiBabel."
+    )
+    return render_report(f"sub-{result.subject}", sections,
+                         config.output_dir / f"sub-{result.subject}.html", methods=methods)
+
+
+def process_participant(config: Config, layout, subject: str, queries: dict,
+                        covariates: pd.DataFrame | None) -> ParticipantResult:
+    """Check one participant's images and write its report.
+
+    Parameters
+    ----------
+    config : Config
+    layout : bids.BIDSLayout
+    subject : str
+        Bare label.
+    queries : dict
+        Per-kind pybids queries (:func:`bids_genbrain.bids.read_filter_file`).
+    covariates : pandas.DataFrame or None
+        participants.tsv typed, shown in the report.
+
+    Returns
+    -------
+    ParticipantResult
+        ``status`` is ``"failed"`` with a one-line ``reason`` when an image cannot be used.
+    """
+    result = ParticipantResult(subject)
+    sessions = collect_anat(layout, subject, sessions=config.session_label, queries=queries)
+    result.sessions = [s.session for s in sessions]
+    problems = []
+    if not sessions:
+        problems.append("no T1w, T2w or FLAIR image found"
+                        + (f" in session(s) {config.session_label}" if config.session_label else ""))
+    for ses in sessions:
+        for modality, paths in ses.images.items():
+            for path in paths:
+                try:
+                    result.images.append(check_image(path, modality))
+                except ImageError as exc:
+                    problems.append(str(exc))
+    if problems:
+        result.status, result.reason = "failed", "; ".join(problems)
+    row = covariates.loc[subject] if covariates is not None and subject in covariates.index else None
+    _participant_report(config, result, sessions, row)
+    return result
+
+
+def run_participant_level(config: Config, log: RunLog) -> list[ParticipantResult]:
+    """Run the participant level for every selected participant.
+
+    Parameters
+    ----------
+    config : Config
+        Validated configuration.
+    log : RunLog
+        Receives each participant's outcome.
+
+    Returns
+    -------
+    list of ParticipantResult
+        One per participant, in order; the CLI exits 1 when any has ``status="failed"``.
+    """
+    from .bids import read_participants
+
+    layout = load_layout(config.bids_dir, validate=not config.skip_bids_validation)
+    subjects = select_participants(layout, config.participant_label)
+    queries = read_filter_file(config.bids_filter_file)
+    covariates = read_participants(config.bids_dir)
+    unknown = [s for s in subjects if s not in covariates.index]
+    if unknown:
+        LOGGER.warning("participants.tsv has no row for %s", ", ".join(f"sub-{s}" for s in unknown))
+
+    out = config.output_dir
+    out.mkdir(parents=True, exist_ok=True)
+    write_dataset_description(
+        out, name="bids_genbrain participant-level derivatives",
+        source_datasets=[{"URL": config.bids_dir.as_uri()}],
+    )
+    atomic_write_text(out / ".bidsignore", "\n".join(BIDSIGNORE) + "\n")
+
+    results: list[ParticipantResult] = []
+    with Progress(TextColumn("[bold]participant level"), BarColumn(), TextColumn("{task.description}"),
+                  TimeElapsedColumn(), transient=False) as progress:
+        task = progress.add_task("", total=len(subjects))
+        for subject in subjects:
+            progress.update(task, description=f"sub-{subject}")
+            try:
+                result = process_participant(config, layout, subject, queries, covariates)
+            except Exception as exc:  # noqa: BLE001 - one participant never sinks the others
+                crash = _write_crash_log(out, subject, traceback.format_exc())
+                result = ParticipantResult(subject, "failed",
+                                           f"{type(exc).__name__}: {exc} (see {crash.name})")
+            if result.status != "ok":
+                LOGGER.error("sub-%s failed: %s", subject, result.reason)
+            log.outcome(f"sub-{subject}", result.status, result.reason)
+            results.append(result)
+            progress.advance(task)
+
+    summary = pd.DataFrame(
+        [{"participant_id": f"sub-{r.subject}", "status": r.status, "n_images": len(r.images),
+          "sessions": ",".join(s for s in r.sessions if s) or "n/a", "reason": r.reason or "n/a"}
+         for r in results]
+    )
+    atomic_write_text(out / "participant_summary.tsv", summary.to_csv(sep="\t", index=False))
+    return results
+
+
+__all__ = ["ParticipantResult", "check_image", "run_participant_level"]

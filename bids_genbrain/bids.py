@@ -319,10 +319,21 @@ def read_participants(bids_dir: Path | str) -> pd.DataFrame:
             f"{path}: missing; add a participants.tsv with participant_id, age and sex columns"
         )
     try:
-        table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, na_values=[])
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        msg = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"{path}: malformed TSV ({msg}); use tab-separated columns") from None
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: malformed TSV (not UTF-8 text); save it as UTF-8") from None
+    rows = [(n, line.split("\t")) for n, line in enumerate(lines, 1) if line.strip()]
+    if not rows:
+        raise InputError(f"{path}: malformed TSV (empty); add a header with participant_id")
+    width = len(rows[0][1])
+    for number, fields in rows[1:]:
+        if len(fields) != width:
+            raise InputError(
+                f"{path}: malformed TSV (line {number} has {len(fields)} fields, the header"
+                f" {width}); use one tab between columns and n/a for missing values"
+            )
+    table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, na_values=[],
+                        index_col=False, encoding="utf-8-sig", skip_blank_lines=True)
     table.columns = [str(c).strip() for c in table.columns]
     if "participant_id" not in table.columns:
         raise InputError(

@@ -295,3 +295,37 @@ def brain_mask(resolution: float = 2.0) -> np.ndarray:
         raise TemplateError(f"template mask has shape {mask.shape}, expected {shape}")
     mask.setflags(write=False)
     return mask
+
+
+def prefetch(resolutions: tuple[float, ...] = (1.0, 2.0)) -> list[Path]:
+    """Download every template file the app uses from TemplateFlow (needs network once).
+
+    Used at container build time (so the image runs offline) and by ``genbrain
+    fetch-templates`` on a cluster's login node.
+
+    Parameters
+    ----------
+    resolutions : tuple of float
+        TemplateFlow resolutions to fetch (1 and 2 mm).
+
+    Returns
+    -------
+    list of pathlib.Path
+        The fetched files, all with content.
+
+    Raises
+    ------
+    TemplateError
+        When any file cannot be downloaded.
+    """
+    previous = os.environ.get("GENBRAIN_TEMPLATES")
+    os.environ["GENBRAIN_TEMPLATES"] = "templateflow"
+    _TF_STATE["failed"] = False
+    try:
+        return [get_template(res, suffix=suffix, label=label)
+                for res in resolutions for (suffix, label) in _TF_QUERIES]
+    finally:
+        if previous is None:
+            os.environ.pop("GENBRAIN_TEMPLATES")
+        else:
+            os.environ["GENBRAIN_TEMPLATES"] = previous

@@ -14,7 +14,12 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
+
+from .fetch_templates import fetch_templates  # noqa: E402
+
+app.command("fetch-templates")(fetch_templates)
 
 
 def main() -> None:

@@ -17,6 +17,13 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
+
+
+@app.callback()
+def _tools() -> None:
+    """GenBrain tools: simulate BIDS cohorts, pretrain and sample the model, run a demo."""
+
+
 from .fetch_templates import fetch_templates  # noqa: E402
 
 app.command("fetch-templates")(fetch_templates)

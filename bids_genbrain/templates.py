@@ -137,11 +137,13 @@ def _resample_to_grid(img: nb.Nifti1Image, resolution: float, order: int) -> np.
     vox = src[:3, :3] @ xyz + src[:3, 3:4]
     data = np.asanyarray(img.dataobj, dtype=np.float32)
     if resolution > 1.0 and order > 0:
-        # average over the target voxel's footprint rather than point sampling
-        from scipy.ndimage import uniform_filter
+        # anti-alias with a centred Gaussian (FWHM sqrt(r^2 - r_in^2) voxels); an even-sized
+        # box filter would shift the image by half a source voxel
+        from scipy.ndimage import gaussian_filter
 
-        size = max(1, int(round(resolution / float(np.abs(img.affine[0, 0])))))
-        data = uniform_filter(data, size=size, mode="constant")
+        ratio = resolution / float(np.abs(img.affine[0, 0]))
+        sigma = np.sqrt(max(ratio**2 - 1.0, 0.0)) / 2.3548
+        data = gaussian_filter(data, sigma=sigma, mode="constant")
     out = map_coordinates(data, vox, order=order, mode="constant", cval=0.0)
     return out.reshape(shape)
 
@@ -177,7 +179,7 @@ def _fallback_name(resolution: float, suffix: str, label: str | None) -> str:
 
 
 def _fallback_get(resolution: float, suffix: str, label: str | None) -> Path:
-    folder = cache_dir() / "templates" / f"fallback-res-{_res_label(resolution)}"
+    folder = cache_dir() / "templates" / f"fallback-v2-res-{_res_label(resolution)}"
     target = folder / _fallback_name(resolution, suffix, label)
     if _valid_image(target):
         return target
@@ -198,7 +200,7 @@ def _resampled_tf_get(resolution: float, suffix: str, label: str | None) -> Path
     source = _templateflow_get(1, suffix, label)
     if source is None:
         return None
-    folder = cache_dir() / "templates" / f"templateflow-res-{_res_label(resolution)}"
+    folder = cache_dir() / "templates" / f"templateflow-v2-res-{_res_label(resolution)}"
     target = folder / _fallback_name(resolution, suffix, label)
     if not _valid_image(target):
         folder.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,124 @@
+"""Named model configurations and their parameter counts.
+
+``genbrain-l`` is the paper's model (2 mm, patch 256, depth 24, hidden 1024, 16 heads);
+``genbrain-b`` halves depth and narrows it; ``small`` and ``tiny`` run on CPUs (``tiny`` trains
+usefully on two cores in minutes on the 4 mm grid, and is what the tests use).
+Parameter counts are computed from the architecture without building it (no torch import),
+so ``genbrain pretrain --help`` can print them; a test checks them against the real module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of a :class:`~bids_genbrain.model.dit.GenBrainDiT`.
+
+    Parameters
+    ----------
+    name : str
+        Preset name.
+    hidden_size, depth, num_heads : int
+        Transformer width, blocks, heads.
+    patch_size : int
+        Voxels per token.
+    resolution : float
+        MNI grid spacing in mm the preset is meant for.
+    mlp_ratio : float
+        MLP width / hidden size.
+    token_order : {"morton", "raster"}
+        Voxel order inside tokens.
+    in_channels, out_channels : int
+        Input channels (1 + image conditions) and output channels.
+    """
+
+    name: str
+    hidden_size: int
+    depth: int
+    num_heads: int
+    patch_size: int
+    resolution: float
+    mlp_ratio: float = 4.0
+    token_order: str = "morton"
+    in_channels: int = 1
+    out_channels: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        """Inverse of :meth:`to_dict`."""
+        return cls(**data)
+
+    def with_(self, **changes: Any) -> ModelConfig:
+        """A copy with some fields changed (e.g. ``resolution=4.0``)."""
+        return replace(self, **changes)
+
+
+PRESETS: dict[str, ModelConfig] = {
+    "genbrain-l": ModelConfig("genbrain-l", hidden_size=1024, depth=24, num_heads=16,
+                              patch_size=256, resolution=2.0),
+    "genbrain-b": ModelConfig("genbrain-b", hidden_size=768, depth=12, num_heads=12,
+                              patch_size=256, resolution=2.0),
+    "small": ModelConfig("small", hidden_size=384, depth=6, num_heads=6, patch_size=128,
+                         resolution=3.0),
+    "tiny": ModelConfig("tiny", hidden_size=128, depth=4, num_heads=4, patch_size=64,
+                        resolution=4.0),
+}
+
+
+def get_preset(name: str) -> ModelConfig:
+    """The named configuration.
+
+    Raises
+    ------
+    KeyError
+        With the list of known presets.
+    """
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise KeyError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}") from None
+
+
+def parameter_count(config: ModelConfig, *, n_continuous: int = 1,
+                    categorical_levels: tuple[int, ...] = (2, 1)) -> int:
+    """Trainable parameters of the model, computed from the architecture.
+
+    Parameters
+    ----------
+    config : ModelConfig
+    n_continuous : int
+        Continuous conditions (default: age).
+    categorical_levels : tuple of int
+        Levels of each categorical condition (default: sex with 2, one modality).
+
+    Returns
+    -------
+    int
+    """
+    h, p = config.hidden_size, config.patch_size
+    m = int(h * config.mlp_ratio)
+    patch_embed = config.in_channels * p * h + h
+    t_embed = 256 * h + h + h * h + h
+    conditions = n_continuous * (2 * h + h * h + h + h) + sum((n + 1) * h
+                                                              for n in categorical_levels)
+    block = (3 * h * h + 3 * h) + (h * h + h) + (h * m + m + m * h + h) + (6 * h * h + 6 * h)
+    final = (2 * h * h + 2 * h) + (h * p * config.out_channels + p * config.out_channels)
+    return patch_embed + t_embed + conditions + config.depth * block + final
+
+
+def describe_presets() -> str:
+    """One line per preset with its size, for ``--help`` texts."""
+    lines = []
+    for name, cfg in PRESETS.items():
+        n = parameter_count(cfg)
+        lines.append(f"{name}: {n / 1e6:.1f}M parameters (depth {cfg.depth}, hidden "
+                     f"{cfg.hidden_size}, {cfg.num_heads} heads, patch {cfg.patch_size}, "
+                     f"{cfg.resolution:g} mm)")
+    return "\n".join(lines)

@@ -1,0 +1,263 @@
+"""Sampling a checkpoint into MNI-space images, and synthetic cohorts as BIDS-Derivatives.
+
+:func:`sample` streams one image per row of a conditions table (in original units, on the
+model's MNI grid); :func:`write_synthetic_dataset` writes them as a BIDS-Derivatives dataset
+(``sub-synth0001`` ...) that uses the same file names as real participant-level outputs, so
+every reader of derivatives (the cohort builder, BWAS) reads synthetic cohorts unchanged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import nibabel as nb
+import numpy as np
+import pandas as pd
+import torch
+
+from ..cohort import denormalise
+from ..derivatives import derivative_path, write_dataset_description, write_image
+from ..templates import TEMPLATE, mni_grid
+from ..utils import atomic_write_text
+from .checkpoint import GenBrain, load_checkpoint, save_weights
+from .conditions import encode_table
+from .diffusion import sample_seed, sample_stream
+
+
+def conditions_table(bundle: GenBrain, n: int, values: Mapping[str, Any] | None = None,
+                     modality: str | None = None) -> pd.DataFrame:
+    """``n`` rows with the same conditions.
+
+    Parameters
+    ----------
+    bundle : GenBrain
+    n : int
+        Rows.
+    values : mapping, optional
+        Condition name -> value; conditions not given are null (unconditional).
+    modality : str, optional
+        Defaults to the model's only modality (required when it has several).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns: every given condition and ``modality``.
+
+    Raises
+    ------
+    ValueError
+        Unknown condition name, or no modality chosen for a multi-modality model.
+    """
+    values = dict(values or {})
+    known = {c.name for c in bundle.conditions} - {"modality"}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"the model has no condition {unknown}; it knows {sorted(known)}")
+    if modality is None:
+        if len(bundle.modalities) != 1:
+            raise ValueError(f"choose a modality among {bundle.modalities}")
+        modality = bundle.modalities[0]
+    table = pd.DataFrame({k: [v] * n for k, v in values.items()}, index=range(n))
+    table["modality"] = modality
+    return table
+
+
+def sample(
+    bundle: GenBrain | Path | str,
+    table: pd.DataFrame,
+    seed: int,
+    *,
+    steps: int = 50,
+    cfg_scale: float = 1.2,
+    average: int = 1,
+    batch_size: int = 8,
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Stream one generated image per row of ``table``.
+
+    Parameters
+    ----------
+    bundle : GenBrain or path-like
+        A loaded model or a checkpoint folder.
+    table : pandas.DataFrame
+        Conditions per image (raw values: ``age`` 70.0, ``sex`` "F" ...; missing = null) and
+        a ``modality`` column (optional for single-modality models).
+    seed : int
+        Run seed (image ``i``, draw ``j`` starts from noise seeded by
+        :func:`~bids_genbrain.model.diffusion.sample_seed`).
+    steps, cfg_scale, average, batch_size
+        DDIM steps, guidance scale, draws averaged per image, draws per forward batch.
+    device : str or torch.device
+    progress : bool
+        Show a progress bar.
+
+    Yields
+    ------
+    index : int
+        Position in ``table``.
+    image : ndarray of float32, shape ``mni_grid(resolution)[0]``
+        In the modality's original units; zero outside the brain mask.
+
+    Raises
+    ------
+    ValueError
+        Unknown modality or condition level.
+    """
+    if not isinstance(bundle, GenBrain):
+        bundle = load_checkpoint(bundle, device)
+    bundle.model.to(device).eval()
+    table = table.reset_index(drop=True).copy()
+    if "modality" not in table.columns:
+        table["modality"] = conditions_table(bundle, 1)["modality"].iloc[0]
+    bad = sorted(set(table["modality"]) - set(bundle.modalities))
+    if bad:
+        raise ValueError(f"modality {bad} unknown to the model; it has {bundle.modalities}")
+    cond = encode_table(bundle.conditions, table)
+    mask = bundle.model.layout.mask
+    stream = sample_stream(bundle.model, bundle.diffusion, cond, seed, steps=steps,
+                           cfg_scale=cfg_scale, average=average, batch_size=batch_size,
+                           on_step=None)
+    total = len(table)
+    with _progress(progress, total) as advance:
+        for i, flat in stream:
+            norm = bundle.normalisation.get(table["modality"].iloc[i], {"lo": 0.0, "hi": 1.0})
+            vol = np.zeros(mask.shape, dtype=np.float32)
+            vol[mask] = denormalise(flat.numpy(), norm)
+            advance()
+            yield i, vol
+
+
+@contextlib.contextmanager
+def _progress(enabled: bool, total: int) -> Iterator[Callable[[], None]]:
+    """Yield ``advance()`` of a rich progress bar, or a no-op."""
+    if not enabled:
+        yield lambda: None
+        return
+    from rich.progress import Progress
+
+    with Progress() as bar:
+        task = bar.add_task("sampling", total=total)
+        yield lambda: bar.update(task, advance=1)
+
+
+def _res_label(resolution: float) -> str:
+    return f"{resolution:g}".replace(".", "p")
+
+
+def synthetic_path(root: Path | str, index: int, modality_entities: Mapping[str, Any],
+                   resolution: float) -> Path:
+    """Where image ``index`` (0-based) goes: ``sub-synth<index+1:04d>``, the real file name.
+
+    Parameters
+    ----------
+    root : path-like
+        Synthetic dataset root.
+    index : int
+    modality_entities : mapping
+        ``suffix``/``desc``/``label`` of the modality's files (recorded in the checkpoint).
+    resolution : float
+
+    Returns
+    -------
+    pathlib.Path
+    """
+    ents = {"sub": f"synth{index + 1:04d}", "space": TEMPLATE, "res": _res_label(resolution),
+            "label": modality_entities.get("label"), "desc": modality_entities.get("desc")}
+    return derivative_path(root, ents, modality_entities["suffix"])
+
+
+def write_synthetic_dataset(
+    bundle: GenBrain | Path | str,
+    table: pd.DataFrame,
+    out: Path | str,
+    seed: int,
+    *,
+    steps: int = 50,
+    cfg_scale: float = 1.2,
+    average: int = 1,
+    batch_size: int = 8,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Generate a synthetic cohort as a BIDS-Derivatives dataset.
+
+    Parameters
+    ----------
+    bundle, table, seed, steps, cfg_scale, average, batch_size, device, progress
+        As in :func:`sample`.
+    out : path-like
+        Dataset root: ``dataset_description.json``, ``participants.tsv`` (``participant_id``
+        ``sub-synth0001`` ... and the conditions used), one image (+ JSON sidecar with seeds,
+        model sha256 and conditions) per row.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The participants table with a ``path`` column.
+    """
+    if not isinstance(bundle, GenBrain):
+        bundle = load_checkpoint(bundle, device)
+    out = Path(out)
+    table = table.reset_index(drop=True).copy()
+    if "modality" not in table.columns:
+        table["modality"] = conditions_table(bundle, 1)["modality"].iloc[0]
+    model_sha = _model_sha(bundle)
+    write_dataset_description(
+        out, name="GenBrain synthetic cohort",
+        source_datasets=[{"URL": f"file://{bundle.path.resolve()}"}] if bundle.path else None,
+        description=f"Images sampled from a GenBrain checkpoint (weights sha256 {model_sha})",
+    )
+    _, affine = mni_grid(bundle.arch.resolution)
+    paths = []
+    ids = [f"sub-synth{i + 1:04d}" for i in range(len(table))]
+    for i, vol in sample(bundle, table, seed, steps=steps, cfg_scale=cfg_scale, average=average,
+                         batch_size=batch_size, device=device, progress=progress):
+        modality = table["modality"].iloc[i]
+        ents = bundle.normalisation.get(modality, {}).get("entities") or {"suffix": modality}
+        path = synthetic_path(out, i, ents, bundle.arch.resolution)
+        img = nb.Nifti1Image(vol, affine)
+        img.header.set_xyzt_units("mm")
+        img.header.set_qform(affine, code=4)
+        img.header.set_sform(affine, code=4)
+        row = {k: _jsonable(v) for k, v in table.iloc[i].items()}
+        write_image(img, path, {
+            "Synthetic": True,
+            "Modality": modality,
+            "Conditions": row,
+            "RunSeed": seed,
+            "Seeds": [sample_seed(seed, i, j) for j in range(average)],
+            "Average": average,
+            "DDIMSteps": steps,
+            "CFGScale": cfg_scale,
+            "ModelSHA256": model_sha,
+            "Model": str(bundle.path) if bundle.path else None,
+            "SpatialReference": TEMPLATE,
+        })
+        paths.append(str(path.relative_to(out)))
+    participants = table.copy()
+    participants.insert(0, "participant_id", ids)
+    atomic_write_text(out / "participants.tsv",
+                      participants.to_csv(sep="\t", index=False, na_rep="n/a"))
+    participants["path"] = paths
+    return participants
+
+
+def _model_sha(bundle: GenBrain) -> str:
+    if bundle.path is not None and (bundle.path / "config.json").is_file():
+        return json.loads((bundle.path / "config.json").read_text())["weights_sha256"]
+    with tempfile.TemporaryDirectory() as tmp:
+        return save_weights(bundle.model.state_dict(), Path(tmp) / "w.safetensors")
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and np.isnan(value):
+        return None
+    return value

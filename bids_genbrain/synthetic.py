@@ -16,14 +16,6 @@ import pandas as pd
 
 from .errors import InputError
 
-SYNTH_PREFIX = "synth"
-
-
-def synthetic_label(index: int) -> str:
-    """Participant label of the ``index``-th synthetic image (``synth0001`` for 0)."""
-    return f"{SYNTH_PREFIX}{index + 1:04d}"
-
-
 def balanced_conditions(
     site: pd.DataFrame,
     conditions: Sequence[str],
@@ -54,9 +46,9 @@ def balanced_conditions(
 
     Returns
     -------
-    pandas.DataFrame, shape (n, len(conditions) + 2)
-        ``participant_id`` (``sub-synth0001`` ...), the conditions (same dtypes as ``site``)
-        and ``seed`` (the per-image sampling seed).
+    pandas.DataFrame, shape (n, len(conditions))
+        The conditions, with the dtypes of ``site``; row ``i`` becomes synthetic image ``i``
+        (its sampling seed derives from the run seed and ``i``).
 
     Raises
     ------
@@ -78,7 +70,7 @@ def balanced_conditions(
         raise InputError(f"no participant has all of {list(conditions)} filled in")
     others = [c for c in conditions if c != contrast]
     rows = complete.iloc[rng.integers(0, len(complete), size=n)][others].reset_index(drop=True)
-    out = pd.DataFrame({"participant_id": [f"sub-{synthetic_label(i)}" for i in range(n)]})
+    out = pd.DataFrame(index=pd.RangeIndex(n))
     for column in others:
         out[column] = rows[column].to_numpy()
         if isinstance(site[column].dtype, pd.CategoricalDtype):
@@ -100,23 +92,20 @@ def balanced_conditions(
                 raise InputError(f"--contrast {contrast!r} is constant in the data")
             spread = np.linspace(values.min(), values.max(), n)
             out[contrast] = rng.permutation(spread)
-    out["seed"] = rng.integers(0, 2**31 - 1, size=n)
-    return out[["participant_id", *conditions, "seed"]]
+    return out[list(conditions)]
 
 
 def read_conditions_tsv(path: Path | str, conditions: Sequence[str],
-                        site: pd.DataFrame, *, seed: int = 0) -> pd.DataFrame:
+                        site: pd.DataFrame) -> pd.DataFrame:
     """Conditions of the synthetic cohort given by the user as a TSV (one row per image).
 
     Parameters
     ----------
     path : path-like
-        TSV with one column per condition (``participant_id`` and ``seed`` optional).
+        TSV with one column per condition (other columns are ignored).
     conditions : sequence of str
     site : pandas.DataFrame
         The real cohort, whose categories the TSV's values must belong to.
-    seed : int
-        Seed for per-image seeds when the TSV has none.
 
     Returns
     -------
@@ -131,8 +120,7 @@ def read_conditions_tsv(path: Path | str, conditions: Sequence[str],
     missing = [c for c in conditions if c not in table.columns]
     if missing:
         raise InputError(f"{path}: lacks condition column(s) {missing}; add them")
-    n = len(table)
-    out = pd.DataFrame({"participant_id": [f"sub-{synthetic_label(i)}" for i in range(n)]})
+    out = pd.DataFrame(index=pd.RangeIndex(len(table)))
     for column in conditions:
         if isinstance(site[column].dtype, pd.CategoricalDtype):
             cats = site[column].cat.categories
@@ -143,10 +131,7 @@ def read_conditions_tsv(path: Path | str, conditions: Sequence[str],
             out[column] = pd.Categorical(values, categories=cats)
         else:
             out[column] = pd.to_numeric(table[column], errors="raise").astype(float)
-    rng = np.random.default_rng(seed)
-    out["seed"] = (table["seed"].astype(np.int64) if "seed" in table.columns
-                   else rng.integers(0, 2**31 - 1, size=n))
-    return out[["participant_id", *conditions, "seed"]]
+    return out
 
 
 def balance_table(table: pd.DataFrame, contrast: str | None,

@@ -12,6 +12,7 @@ import logging
 import platform
 import sys
 import time
+import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .derivatives import container_info, write_json
+from .errors import InputError
 
 KEY_PACKAGES = (
     "bids_genbrain", "numpy", "scipy", "nibabel", "pandas", "pybids", "nipype", "niworkflows",
@@ -106,6 +108,9 @@ def run_log(output_dir: Path, level: str, config: dict[str, Any], seed: int) -> 
         log.record.setdefault("status", "finished")
     except BaseException as exc:
         log.record["status"] = f"aborted: {type(exc).__name__}: {exc}"
+        if not isinstance(exc, InputError):
+            log.record["traceback"] = traceback.format_exc()
+            logging.getLogger("bids_genbrain").error("run aborted", exc_info=True)
         raise
     finally:
         log.record["finished"] = datetime.now(timezone.utc).isoformat()

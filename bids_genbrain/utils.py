@@ -12,6 +12,10 @@ from pathlib import Path
 import numpy as np
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 def cache_dir() -> Path:
     """The project's cache folder (``$GENBRAIN_CACHE_DIR`` or ``~/.cache/bids_genbrain``)."""
     root = os.environ.get("GENBRAIN_CACHE_DIR")
@@ -41,6 +45,7 @@ def atomic_path(target: Path | str) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs are shared files
         os.replace(tmp_path, target)
     finally:
         if tmp_path.exists():

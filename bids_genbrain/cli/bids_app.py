@@ -226,6 +226,15 @@ def bids_genbrain(
     except InputError as exc:
         typer.echo(f"bids_genbrain: error: {exc}", err=True)
         raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        typer.echo("bids_genbrain: interrupted; rerun the same command to resume", err=True)
+        raise typer.Exit(130) from None
+    except Exception as exc:  # noqa: BLE001 - the traceback goes to the log, not the terminal
+        LOGGER.debug("unexpected error", exc_info=True)
+        logs = Path(output_dir).resolve() / "logs"
+        typer.echo(f"bids_genbrain: error: {type(exc).__name__}: {exc} (traceback in {logs})",
+                   err=True)
+        raise typer.Exit(1) from None
     raise typer.Exit(code)
 
 

@@ -11,7 +11,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import nibabel as nb  # noqa: E402
 import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
 
 from ..utils import atomic_path  # noqa: E402
 
@@ -60,25 +59,6 @@ def plot_statmap(img: nb.Nifti1Image | Path | str, out: Path | str, *, title: st
     plotting.plot_stat_map(img, threshold=threshold, display_mode="z", cut_coords=6,
                            axes=axes[1], colorbar=False, vmax=vmax, draw_cross=False,
                            bg_img=background, black_bg=False)
-    return _save(fig, out)
-
-
-def plot_loss(loss: pd.DataFrame, out: Path | str, *, title: str = "Training loss") -> Path:
-    """Training loss against step (raw and a moving average).
-
-    Parameters
-    ----------
-    loss : pandas.DataFrame
-        Columns ``step`` and ``loss``.
-    out : path-like
-    """
-    fig, ax = plt.subplots(figsize=(7, 3.2))
-    ax.plot(loss["step"], loss["loss"], lw=0.6, alpha=0.5, label="loss")
-    window = max(1, len(loss) // 20)
-    ax.plot(loss["step"], loss["loss"].rolling(window, min_periods=1).mean(), lw=1.6,
-            label=f"moving mean ({window})")
-    ax.set(xlabel="step", ylabel="MSE (noise prediction)", title=title, yscale="log")
-    ax.legend(frameon=False)
     return _save(fig, out)
 
 

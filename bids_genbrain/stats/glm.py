@@ -248,8 +248,8 @@ class GLMResult:
     sigma : ndarray, shape (n_voxels,)
         Residual standard deviation ``sqrt(RSS / df)``.
     n_constant : int
-        Voxels whose data the model fits exactly (e.g. zero in every image); their t and d
-        are 0 and p is 1 when their effect is 0.
+        Voxels with the same value in every image (e.g. outside a tissue); their effect,
+        t and d are 0 and p is 1.
     """
 
     design: Design
@@ -348,32 +348,40 @@ def fit_glm(
         raise ValueError(f"{n_used} images but the design has {design.n} rows")
     x = design.matrix.to_numpy(dtype=np.float64)
     pinv = np.linalg.pinv(x)
+    xtx_inv = pinv @ pinv.T  # (X'X)^-1
     c = design.contrast
-    c_pinv = c @ pinv  # (n,) maps data to the contrast estimate
-    var_factor = float(c @ pinv @ pinv.T @ c)  # c' (X'X)^-1 c
+    var_factor = float(c @ xtx_inv @ c)
+    ones = np.ones(design.n)
+    # with an intercept in the model, centring each voxel changes only the intercept's
+    # coefficient and keeps RSS = y'y - beta'X'y free of cancellation
+    centre = np.allclose(x @ (pinv @ ones), ones)
     df = design.df
     n_vox = data.shape[1]
     effect = np.empty(n_vox)
     rss = np.empty(n_vox)
+    constant = np.empty(n_vox, dtype=bool)
     rows_read = n_used + (data.shape[0] if index is not None else 0)
     chunks = voxel_chunks(n_vox, rows_read, chunk_size, memory_mb)
     for sl in tqdm(chunks, desc="GLM", unit="chunk", disable=not progress, leave=False):
-        block = np.asarray(data[:, sl], dtype=np.float64)
+        block = np.array(data[:, sl], dtype=np.float64)
         if index is not None:
             block = block[index]
         if not np.isfinite(block).all():
             bad = np.flatnonzero(~np.isfinite(block).all(axis=0))[:5] + sl.start
             raise ValueError(f"images contain NaN or inf (voxels {bad.tolist()} ...); "
                              "mask or fill them before the GLM")
-        beta = pinv @ block
-        resid = block - x @ beta
-        effect[sl] = c_pinv @ block
-        rss[sl] = np.einsum("ij,ij->j", resid, resid)
-    sigma = np.sqrt(rss / df)
+        constant[sl] = block.max(axis=0) == block.min(axis=0)
+        if centre:
+            block -= block.mean(axis=0)
+        xty = x.T @ block
+        beta = xtx_inv @ xty
+        effect[sl] = c @ beta
+        rss[sl] = np.einsum("ij,ij->j", block, block) - np.einsum("ij,ij->j", beta, xty)
+    sigma = np.sqrt(np.clip(rss, 0.0, None) / df)
     se = sigma * np.sqrt(var_factor)
-    constant = se <= np.finfo(float).tiny
+    effect[constant] = 0.0
     with np.errstate(divide="ignore", invalid="ignore"):
-        t = np.where(constant & (effect == 0), 0.0, effect / se)
+        t = np.where(constant, 0.0, effect / se)
     p = 2.0 * stats.t.sf(np.abs(t), df)
     if design.kind == "two-group":
         d = t * np.sqrt(var_factor)

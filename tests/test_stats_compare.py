@@ -139,6 +139,20 @@ def test_bootstrap_reproducible_and_refits(sample, tmp_path):
     assert summary.loc["r", "ci_low"] > 0.5
 
 
+def test_bootstrap_rows_select_images_of_a_larger_store(sample):
+    images, table, truth = sample
+    rng = np.random.default_rng(0)
+    store = np.vstack([rng.normal(size=(5, 300)), images[::-1]]).astype(np.float32)
+    rows = 5 + np.arange(24)[::-1]  # table row i is store row rows[i]
+    kwargs = dict(contrast="diagnosis", confounds=["age"], n_boot=4, seed=1, progress=False)
+    direct = bootstrap_comparison(images, table, truth, **kwargs)
+    mapped = bootstrap_comparison(store, table, truth, rows=rows, **kwargs)
+    np.testing.assert_array_equal(mapped.indices, direct.indices)
+    pd.testing.assert_frame_equal(mapped.replicates, direct.replicates, rtol=1e-9)
+    with pytest.raises(ValueError, match="one image row per table row"):
+        bootstrap_comparison(store, table, truth, rows=rows[:-1], **kwargs)
+
+
 def test_bootstrap_continuous_contrast_and_bad_input(sample):
     images, table, truth = sample
     out = bootstrap_comparison(images, table, truth, contrast="age", stat="t", n_boot=3,

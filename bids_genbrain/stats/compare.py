@@ -180,8 +180,9 @@ class BootstrapResult:
         (percentile interval) and ``n_boot`` (draws with a finite value).
     replicates : pandas.DataFrame, shape (n_boot, len(METRICS))
         Metrics of every draw.
-    indices : ndarray of int, shape (n_boot, n_images)
-        Rows of the image array used by every draw.
+    indices : ndarray of int, shape (n_boot, n_participants)
+        Rows of the table drawn by every draw (the images used are ``rows[indices]``, or
+        ``indices`` when no ``rows`` were given).
     n_redrawn : int
         Draws replaced because their design was not estimable.
     """
@@ -205,6 +206,7 @@ def bootstrap_comparison(
     confounds: Sequence[str] = (),
     categorical: Collection[str] = ("sex", "site"),
     levels: tuple[Any, Any] | None = None,
+    rows: ArrayLike | None = None,
     stat: Literal["d", "t"] = "d",
     n_boot: int = 1000,
     ci: float = 0.95,
@@ -227,12 +229,15 @@ def bootstrap_comparison(
     ----------
     images : array-like, shape (n_images, n_voxels)
         Real images (a :class:`numpy.memmap` is fine).
-    table : pandas.DataFrame, shape (n_images, n_columns)
-        Covariates, one row per image.
+    table : pandas.DataFrame, shape (n_participants, n_columns)
+        Covariates, one row per image used (row ``i`` is image ``rows[i]``).
     reference : array-like, shape (n_voxels,)
         Reference map (see :func:`reference_vector`).
     contrast, confounds, categorical, levels
         See :func:`bids_genbrain.stats.glm.make_design`.
+    rows : array-like of int, shape (n_participants,), optional
+        Image rows of the table's rows (e.g. one image per participant of a larger store);
+        default: the table's rows are the images' rows.
     stat : {"d", "t"}
         Map compared with the reference.
     n_boot : int
@@ -258,31 +263,35 @@ def bootstrap_comparison(
         raise ValueError(f"need n_boot >= 1 and 0 < ci < 1, got {n_boot}, {ci}")
     table = table.reset_index(drop=True)
     reference = np.asarray(reference, dtype=np.float64)
+    image_rows = np.arange(len(table)) if rows is None else np.asarray(rows, dtype=np.intp)
+    if image_rows.shape != (len(table),):
+        raise ValueError(f"rows has shape {image_rows.shape}; need one image row per table "
+                         f"row ({len(table)})")
 
     def design_of(sub: pd.DataFrame) -> Design:
         return make_design(sub, contrast, confounds, categorical=categorical, levels=levels)
 
-    def compare(design: Design, rows: np.ndarray | None) -> dict[str, float]:
-        result = fit_glm(images, design, rows=rows, chunk_size=chunk_size,
+    def compare(design: Design, draw: np.ndarray) -> dict[str, float]:
+        result = fit_glm(images, design, rows=image_rows[draw], chunk_size=chunk_size,
                          memory_mb=memory_mb)
         return compare_maps(getattr(result, stat), reference, threshold=threshold,
                             top_fraction=top_fraction)
 
     full = design_of(table)
-    estimate = compare(full, None)
+    estimate = compare(full, np.arange(len(table)))
     if full.kind == "two-group":
         labels = table[contrast].astype(str).to_numpy()
         strata = [np.flatnonzero(labels == lev) for lev in full.levels]
     else:
         strata = [np.arange(len(table))]
     rng = np.random.default_rng(seed)
-    rows_drawn, values, redrawn = [], [], 0
+    draws, values, redrawn = [], [], 0
     for _ in tqdm(range(n_boot), desc="bootstrap", unit="draw", disable=not progress,
                   leave=False):
         while True:
-            rows = _draw(rng, strata)
+            draw = _draw(rng, strata)
             try:
-                design = design_of(table.iloc[rows])
+                design = design_of(table.iloc[draw])
                 break
             except DesignError as exc:
                 redrawn += 1
@@ -290,8 +299,8 @@ def bootstrap_comparison(
                     raise RuntimeError(f"more than {n_boot} bootstrap draws were not estimable"
                                        f" (last: {exc}); the sample is too small for this "
                                        "design") from exc
-        rows_drawn.append(rows)
-        values.append(compare(design, rows))
+        draws.append(draw)
+        values.append(compare(design, draw))
     replicates = pd.DataFrame(values, columns=list(METRICS))
     tail = (1.0 - ci) / 2.0
     summary = pd.DataFrame({
@@ -302,4 +311,4 @@ def bootstrap_comparison(
     }).loc[list(METRICS)]
     summary.index.name = "metric"
     return BootstrapResult(summary=summary, replicates=replicates,
-                           indices=np.vstack(rows_drawn), n_redrawn=redrawn)
+                           indices=np.vstack(draws), n_redrawn=redrawn)

@@ -444,8 +444,9 @@ class GenBrainDiT(nn.Module):
 def _init_embedder(emb: nn.Module) -> None:
     if isinstance(emb, LabelEmbedder):
         nn.init.normal_(emb.embedding_table.weight, std=0.02)
-    else:
-        nn.init.normal_(emb.mlp[0].weight, std=0.02)
+    else:  # a unit-scale first layer: with two small layers the condition would learn slowly
+        nn.init.xavier_uniform_(emb.mlp[0].weight)
+        nn.init.normal_(emb.mlp[0].bias, std=1.0)
         nn.init.normal_(emb.mlp[2].weight, std=0.02)
         nn.init.normal_(emb.null, std=0.02)
 

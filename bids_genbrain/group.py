@@ -124,6 +124,18 @@ def run_group_level(config: Config, log: RunLog) -> GroupResult:
     real = store.table
     LOGGER.info("cohort: %d %s image(s) of %d participant(s)", len(real), config.modality,
                 real["participant_id"].nunique())
+    # the real BWAS design is checked before any training, so a bad contrast fails fast
+    rows = _one_image_per_participant(real)
+    real_table = real.iloc[rows].reset_index(drop=True)
+    for column in covariates:
+        if isinstance(participants[column].dtype, pd.CategoricalDtype):
+            real_table[column] = real_table[column].astype("string")
+    complete = real_table.dropna(subset=[config.contrast, *confounds]).index.to_numpy()
+    real_table, rows = real_table.iloc[complete].reset_index(drop=True), rows[complete]
+    try:
+        real_design = make_design(real_table, config.contrast, confounds)
+    except DesignError as exc:
+        raise InputError(f"BWAS design for --contrast {config.contrast!r}: {exc}") from None
 
     with log.step("model"):
         train_cfg = TrainConfig(steps=config.steps, batch_size=config.batch_size,
@@ -171,22 +183,16 @@ def run_group_level(config: Config, log: RunLog) -> GroupResult:
                          trained_from_scratch=config.model is None, synthetic_dir=synth_dir,
                          n_real=0, n_synthetic=len(kept), memorization=memo)
     with log.step("bwas"):
-        rows = _one_image_per_participant(real)
-        real_table = real.iloc[rows].reset_index(drop=True)
         synth_table = synth_store.table.iloc[kept].reset_index(drop=True)
         for column in covariates:
-            if isinstance(participants[column].dtype, pd.CategoricalDtype):
-                real_table[column] = real_table[column].astype("string")
-                if column in synth_table:
-                    synth_table[column] = synth_table[column].astype("string")
+            if column in synth_table and isinstance(participants[column].dtype,
+                                                    pd.CategoricalDtype):
+                synth_table[column] = synth_table[column].astype("string")
         synth_confounds = [c for c in confounds if c in synth_table.columns]
-        complete = real_table.dropna(subset=[config.contrast, *confounds]).index.to_numpy()
-        real_table, rows = real_table.iloc[complete].reset_index(drop=True), rows[complete]
         try:
-            real_design = make_design(real_table, config.contrast, confounds)
             synth_design = make_design(synth_table, config.contrast, synth_confounds)
         except DesignError as exc:
-            raise InputError(f"BWAS design for --contrast {config.contrast!r}: {exc}") from None
+            raise InputError(f"BWAS design of the synthetic cohort: {exc}") from None
         real_fit = fit_glm(store.data, real_design, rows=rows, progress=True)
         synth_fit = fit_glm(synth_store.data, synth_design, rows=kept, progress=True)
         result.n_real = real_design.n
@@ -202,9 +208,8 @@ def run_group_level(config: Config, log: RunLog) -> GroupResult:
 
     if config.reference_map is not None:
         with log.step("comparison"):
-            result.comparison = _compare(config, store, real_fit, synth_fit,
-                                         np.asarray(store.data[rows]), real_table, confounds,
-                                         resolution, bwas_dir)
+            result.comparison = _compare(config, store, real_fit, synth_fit, rows,
+                                         real_table, confounds, resolution, bwas_dir)
 
     from .reports.group import write_group_report
 
@@ -219,7 +224,7 @@ N_BOOT = 200
 """Bootstrap draws of the real sample for the comparison's confidence intervals."""
 
 
-def _compare(config: Config, store, real_fit, synth_fit, real_images: np.ndarray,
+def _compare(config: Config, store, real_fit, synth_fit, rows: np.ndarray,
              real_table: pd.DataFrame, confounds: list[str], resolution: float,
              bwas_dir: Path) -> pd.DataFrame:
     """Agreement of the real and synthetic d maps with the reference map, with bootstrap CIs.
@@ -236,8 +241,9 @@ def _compare(config: Config, store, real_fit, synth_fit, real_images: np.ndarray
     except Exception as exc:  # noqa: BLE001 - any unreadable map is a user input problem
         raise InputError(f"{config.reference_map}: cannot be used as --reference-map ({exc})"
                          ) from None
-    boot = bootstrap_comparison(real_images, real_table, reference, contrast=config.contrast,
-                                confounds=confounds, n_boot=N_BOOT, seed=config.seed)
+    boot = bootstrap_comparison(store.data, real_table, reference, rows=rows,
+                                contrast=config.contrast, confounds=confounds, n_boot=N_BOOT,
+                                seed=config.seed)
     synth = compare_maps(synth_fit.d, reference)
     real = compare_maps(real_fit.d, reference)
     rows_out = []

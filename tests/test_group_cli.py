@@ -1,0 +1,113 @@
+"""Group level through the real CLI on MNI-space maps with a planted diagnosis effect."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import nibabel as nb
+import numpy as np
+import pandas as pd
+import pytest
+
+from _bids_factory import make_dataset
+from _model_factory import gm_map, planted_region, write_maps
+from test_cli_bids_app import SCRIPT, assert_one_line_error
+
+from bids_genbrain.templates import brain_mask, mni_grid
+
+RES = 8.0
+N = 24
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    """A two-site cohort: patients lose GM in the planted region; the truth map is written."""
+    root = tmp_path_factory.mktemp("group")
+    rng = np.random.default_rng(0)
+    ages = rng.uniform(40, 80, N)
+    diagnosis = np.array(["AD" if i % 2 else "CN" for i in range(N)])
+    region = planted_region(RES)
+    maps = [gm_map(50.0, seed=i, resolution=RES) - 0.12 * region * (dx == "AD")
+            for i, dx in enumerate(diagnosis)]
+    write_maps(root / "deriv", maps, resolution=RES)
+    sexes = rng.permutation(np.array(["M", "F"] * (N // 2)))
+    rows = [f"sub-{i + 1:02d}\t{a:.1f}\t{sx}\t{dx}\t{'AB'[i >= N // 2]}"
+            for i, (a, sx, dx) in enumerate(zip(ages, sexes, diagnosis, strict=True))]
+    make_dataset(root / "bids", subjects=[f"{i + 1:02d}" for i in range(N)],
+                 participants="participant_id\tage\tsex\tdiagnosis\tsite\n" + "\n".join(rows)
+                 + "\n")
+    shape, affine = mni_grid(RES)
+    # d of the default contrast (second sorted level minus the first: CN - AD) is positive
+    truth = np.where(region, 1.0, 0.0).astype(np.float32)
+    nb.save(nb.Nifti1Image(truth, affine), root / "truth_d.nii.gz")
+    return root
+
+
+def run_group(site: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [SCRIPT, site / "bids", out, "group", "--derivatives", site / "deriv",
+         "--resolution", str(RES), "--preset", "tiny", "--steps", "30", "--batch-size", "8",
+         "--n-synthetic", "16", "--sampling-steps", "5", "--condition", "age", "sex",
+         "--contrast", "diagnosis", "--seed", "3", *extra],
+        capture_output=True, text=True, timeout=900)
+
+
+def test_group_level_end_to_end(site, tmp_path):
+    out = tmp_path / "out"
+    proc = run_group(site, out, "--reference-map", str(site / "truth_d.nii.gz"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    bwas = out / "group" / "bwas"
+    for desc in ("real", "synthetic"):
+        for stat in ("t", "p", "d", "q"):
+            path = bwas / (f"space-MNI152NLin6Asym_res-8_contrast-diagnosis_desc-{desc}"
+                           f"_stat-{stat}_statmap.nii.gz")
+            assert path.is_file(), path
+            meta = json.loads(path.with_name(path.name.replace(".nii.gz", ".json"))
+                              .read_text())
+            assert meta
+    # the real map finds the planted effect (patients lower in the region)
+    d_real = np.asanyarray(nb.load(bwas / ("space-MNI152NLin6Asym_res-8_contrast-diagnosis"
+                                           "_desc-real_stat-d_statmap.nii.gz")).dataobj)
+    region = planted_region(RES)
+    mask = brain_mask(RES)
+    sign = np.sign(np.mean(d_real[region]))
+    assert abs(np.mean(d_real[region])) > 3 * abs(np.mean(d_real[mask & ~region]))
+    # comparison with the reference (truth) for both maps, with a bootstrap CI for the real one
+    table = pd.read_csv(bwas / "contrast-diagnosis_comparison.tsv", sep="\t")
+    r_real = table.set_index("metric").loc["r"]
+    assert sign > 0 and r_real["real"] > 0.3
+    assert r_real["real_ci_low"] < r_real["real_ci_high"]
+    assert np.isfinite(table["synthetic"]).all()
+    # synthetic cohort: its own derivatives dataset, balanced over diagnosis
+    synth = pd.read_csv(out / "synthetic" / "participants.tsv", sep="\t")
+    assert len(synth) == 16 and synth["diagnosis"].value_counts().to_dict() == {"AD": 8, "CN": 8}
+    desc = json.loads((out / "synthetic" / "dataset_description.json").read_text())
+    assert desc["DatasetType"] == "derivative"
+    memo = pd.read_csv(bwas / "memorization.tsv", sep="\t")
+    assert len(memo) == 16 and memo["max_r"].between(-1, 1).all()
+    model = out / "group" / "model"
+    assert (model / "model.safetensors").is_file() and (model / "config.json").is_file()
+    report = (out / "group.html").read_text()
+    assert "Trained from scratch" in report and "Memorization check" in report
+    assert "Agreement with the reference map" in report
+
+
+@pytest.mark.parametrize("extra, fragments", [
+    (["--contrast", "handedness"], ["handedness"]),
+    (["--contrast", "diagnosis", "--confound", "weight"], ["weight"]),
+    (["--contrast", "diagnosis", "--modality", "T1w"], ["T1w"]),
+])
+def test_group_bad_input_exits_2(site, tmp_path, extra, fragments):
+    proc = subprocess.run(
+        [SCRIPT, site / "bids", tmp_path / "out", "group", "--derivatives", site / "deriv",
+         "--resolution", str(RES), "--preset", "tiny", "--steps", "2", *extra],
+        capture_output=True, text=True, timeout=600)
+    assert_one_line_error(proc, *fragments)
+
+
+def test_group_needs_contrast(site, tmp_path):
+    proc = subprocess.run([SCRIPT, site / "bids", tmp_path / "out", "group"],
+                          capture_output=True, text=True, timeout=600)
+    assert_one_line_error(proc, "--contrast")

@@ -48,6 +48,7 @@ class Config:
     confound: list[str] = field(default_factory=list)
     n_synthetic: int = 1000
     reference_map: Path | None = None
+    synthetic_conditions: Path | None = None
     preset: str = "small"
     steps: int = 10000
     batch_size: int = 32
@@ -97,7 +98,7 @@ class Config:
         )
         if self.bids_dir in self.work_dir.parents and "derivatives" not in self.work_dir.parts:
             raise InputError(f"{self.work_dir}: --work-dir must not be inside BIDS_DIR")
-        for name in ("bids_filter_file", "model", "reference_map"):
+        for name in ("bids_filter_file", "model", "reference_map", "synthetic_conditions"):
             value = getattr(self, name)
             if value is not None:
                 path = Path(value).expanduser().resolve()

@@ -95,7 +95,7 @@ def run_group_level(config: Config, log: RunLog) -> GroupResult:
     from .model.sampling import write_synthetic_dataset
     from .model.train import TrainConfig, fit, resolve_device
     from .stats.glm import DesignError, fit_glm, make_design, write_statmaps
-    from .synthetic import balance_table, balanced_conditions
+    from .synthetic import balance_table, balanced_conditions, read_conditions_tsv
 
     if config.contrast is None:
         raise InputError("the group level needs --contrast COLUMN (e.g. --contrast diagnosis)")
@@ -152,8 +152,11 @@ def run_group_level(config: Config, log: RunLog) -> GroupResult:
         if isinstance(participants[column].dtype, pd.CategoricalDtype):
             site[column] = pd.Categorical(site[column].astype("string"),
                                           categories=participants[column].cat.categories)
-    wanted = balanced_conditions(site, conditions, config.n_synthetic,
-                                 contrast=config.contrast, seed=config.seed)
+    if config.synthetic_conditions is not None:
+        wanted = read_conditions_tsv(config.synthetic_conditions, conditions, site)
+    else:
+        wanted = balanced_conditions(site, conditions, config.n_synthetic,
+                                     contrast=config.contrast, seed=config.seed)
     with log.step("synthesis"):
         synth_dir = config.output_dir / "synthetic"
         synthetic = write_synthetic_dataset(

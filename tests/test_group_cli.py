@@ -111,3 +111,16 @@ def test_group_needs_contrast(site, tmp_path):
     proc = subprocess.run([SCRIPT, site / "bids", tmp_path / "out", "group"],
                           capture_output=True, text=True, timeout=600)
     assert_one_line_error(proc, "--contrast")
+
+
+def test_synthetic_conditions_from_tsv(site, tmp_path):
+    tsv = tmp_path / "wanted.tsv"
+    tsv.write_text("age\tsex\tdiagnosis\n45\tF\tAD\n72\tM\tCN\n60\tF\tCN\n")
+    proc = subprocess.run(
+        [SCRIPT, site / "bids", tmp_path / "out", "group", "--derivatives", site / "deriv",
+         "--resolution", str(RES), "--preset", "tiny", "--steps", "2", "--sampling-steps", "2",
+         "--condition", "age", "sex", "--contrast", "diagnosis",
+         "--synthetic-conditions", tsv], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    synth = pd.read_csv(tmp_path / "out" / "synthetic" / "participants.tsv", sep="\t")
+    assert list(synth["age"]) == [45, 72, 60] and list(synth["diagnosis"]) == ["AD", "CN", "CN"]

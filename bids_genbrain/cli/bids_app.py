@@ -180,6 +180,9 @@ def bids_genbrain(
     reference_map: Annotated[Optional[Path], typer.Option(
         "--reference-map", help="d or t map of a large study to compare the BWAS maps with.",
         rich_help_panel=_GROUP)] = None,
+    synthetic_conditions: Annotated[Optional[Path], typer.Option(
+        "--synthetic-conditions", help="TSV of conditions, one row per synthetic image, "
+        "instead of the balanced default.", rich_help_panel=_GROUP)] = None,
     preset: Annotated[str, typer.Option("--preset", help="Model size when training from "
                                         "scratch (tiny, small, genbrain-b, genbrain-l).",
                                         rich_help_panel=_GROUP)] = "small",
@@ -217,7 +220,8 @@ def bids_genbrain(
             sloppy=sloppy, resolution=resolution, plugin=plugin,
             plugin_args=_plugin_args(plugin_args), verbose=verbose, modality=modality,
             condition=condition or ["age", "sex"], contrast=contrast, confound=confound or [],
-            n_synthetic=n_synthetic, reference_map=reference_map, preset=preset, steps=steps,
+            n_synthetic=n_synthetic, reference_map=reference_map,
+            synthetic_conditions=synthetic_conditions, preset=preset, steps=steps,
             batch_size=batch_size, sampling_steps=sampling_steps, cfg_scale=cfg_scale,
             average=average, privacy_threshold=privacy_threshold,
             command_line=list(sys.argv),

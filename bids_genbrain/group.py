@@ -62,6 +62,16 @@ def _site_confounds(table: pd.DataFrame, config: Config) -> list[str]:
     return confounds
 
 
+def _as_strings(table: pd.DataFrame, participants: pd.DataFrame) -> pd.DataFrame:
+    """Categorical covariates as plain strings, as the design builder expects."""
+    table = table.copy()
+    for column in table.columns:
+        if column in participants and isinstance(participants[column].dtype,
+                                                 pd.CategoricalDtype):
+            table[column] = table[column].astype("string")
+    return table
+
+
 def _one_image_per_participant(table: pd.DataFrame) -> np.ndarray:
     """Row indices keeping each participant's first session (BWAS needs independent rows)."""
     order = table.sort_values(["participant_id", "session_id"], na_position="first")
@@ -127,25 +137,13 @@ def run_group_level(config: Config, log: RunLog) -> GroupResult:
     # the real BWAS design is checked before any training, so a bad contrast fails fast
     rows = _one_image_per_participant(real)
     real_table = real.iloc[rows].reset_index(drop=True)
-    for column in covariates:
-        if isinstance(participants[column].dtype, pd.CategoricalDtype):
-            real_table[column] = real_table[column].astype("string")
+    real_table = _as_strings(real_table, participants)
     complete = real_table.dropna(subset=[config.contrast, *confounds]).index.to_numpy()
     real_table, rows = real_table.iloc[complete].reset_index(drop=True), rows[complete]
     try:
         real_design = make_design(real_table, config.contrast, confounds)
     except DesignError as exc:
         raise InputError(f"BWAS design for --contrast {config.contrast!r}: {exc}") from None
-
-    with log.step("model"):
-        train_cfg = TrainConfig(steps=config.steps, batch_size=config.batch_size,
-                                seed=config.seed, device=config.device,
-                                checkpoint_every=max(1, min(500, config.steps // 4)))
-        if config.model is not None:
-            bundle = fit(store, group_dir / "model", train_cfg, init=config.model)
-        else:
-            arch = get_preset(config.preset).with_(resolution=resolution)
-            bundle = fit(store, group_dir / "model", train_cfg, arch=arch)
 
     site = real.copy()
     for column in covariates:
@@ -157,6 +155,22 @@ def run_group_level(config: Config, log: RunLog) -> GroupResult:
     else:
         wanted = balanced_conditions(site, conditions, config.n_synthetic,
                                      contrast=config.contrast, seed=config.seed)
+    synth_confounds = [c for c in confounds if c in wanted.columns]
+    try:
+        make_design(_as_strings(wanted, participants), config.contrast, synth_confounds)
+    except DesignError as exc:
+        raise InputError(f"BWAS design of the synthetic cohort: {exc}") from None
+
+    with log.step("model"):
+        train_cfg = TrainConfig(steps=config.steps, batch_size=config.batch_size,
+                                seed=config.seed, device=config.device,
+                                checkpoint_every=max(1, min(500, config.steps // 4)))
+        if config.model is not None:
+            bundle = fit(store, group_dir / "model", train_cfg, init=config.model)
+        else:
+            arch = get_preset(config.preset).with_(resolution=resolution)
+            bundle = fit(store, group_dir / "model", train_cfg, arch=arch)
+
     with log.step("synthesis"):
         synth_dir = config.output_dir / "synthetic"
         synthetic = write_synthetic_dataset(
@@ -186,12 +200,8 @@ def run_group_level(config: Config, log: RunLog) -> GroupResult:
                          trained_from_scratch=config.model is None, synthetic_dir=synth_dir,
                          n_real=0, n_synthetic=len(kept), memorization=memo)
     with log.step("bwas"):
-        synth_table = synth_store.table.iloc[kept].reset_index(drop=True)
-        for column in covariates:
-            if column in synth_table and isinstance(participants[column].dtype,
-                                                    pd.CategoricalDtype):
-                synth_table[column] = synth_table[column].astype("string")
-        synth_confounds = [c for c in confounds if c in synth_table.columns]
+        synth_table = _as_strings(synth_store.table.iloc[kept].reset_index(drop=True),
+                                  participants)
         try:
             synth_design = make_design(synth_table, config.contrast, synth_confounds)
         except DesignError as exc:

@@ -115,7 +115,8 @@ def test_group_needs_contrast(site, tmp_path):
 
 def test_synthetic_conditions_from_tsv(site, tmp_path):
     tsv = tmp_path / "wanted.tsv"
-    tsv.write_text("age\tsex\tdiagnosis\n45\tF\tAD\n72\tM\tCN\n60\tF\tCN\n")
+    tsv.write_text("age\tsex\tdiagnosis\n45\tF\tAD\n72\tM\tCN\n60\tF\tCN\n"
+                   "50\tM\tAD\n66\tF\tAD\n58\tM\tCN\n")
     proc = subprocess.run(
         [SCRIPT, site / "bids", tmp_path / "out", "group", "--derivatives", site / "deriv",
          "--resolution", str(RES), "--preset", "tiny", "--steps", "2", "--sampling-steps", "2",
@@ -123,4 +124,5 @@ def test_synthetic_conditions_from_tsv(site, tmp_path):
          "--synthetic-conditions", tsv], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     synth = pd.read_csv(tmp_path / "out" / "synthetic" / "participants.tsv", sep="\t")
-    assert list(synth["age"]) == [45, 72, 60] and list(synth["diagnosis"]) == ["AD", "CN", "CN"]
+    assert list(synth["age"]) == [45, 72, 60, 50, 66, 58]
+    assert list(synth["diagnosis"]) == ["AD", "CN", "CN", "AD", "AD", "CN"]

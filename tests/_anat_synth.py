@@ -138,11 +138,12 @@ def make_native(path: Path | str, *, zooms=(3.0, 3.0, 3.0), rotation_deg=(8.0, -
     return truth
 
 
-def displacement_error(forward_transform: str | Path, truth: NativeTruth,
+def displacement_error(transforms: list[str | Path], truth: NativeTruth,
                        resolution: float, workdir: Path) -> np.ndarray:
     """Distance (mm) between the recovered and the true mapping on template brain voxels.
 
-    The recovered native <- MNI mapping ``T`` is composed into a displacement field on the
+    The recovered native <- MNI mapping ``T`` (an ANTs transform list, e.g. ``[T1w->MNI .h5,
+    T2w->T1w .mat]``) is composed into a displacement field on the
     template grid; for each template brain voxel ``x`` the error is ``|S(T(x)) - x|``: how
     far from ``x`` the true mapping sends the native point that the pipeline assigned to
     ``x``.
@@ -156,7 +157,7 @@ def displacement_error(forward_transform: str | Path, truth: NativeTruth,
     from bids_genbrain.templates import brain_mask, mni_grid
 
     ref = ants.image_read(str(get_template(resolution))).clone("float")
-    field = ants.apply_transforms(ref, ref, [str(forward_transform)],
+    field = ants.apply_transforms(ref, ref, [str(t) for t in transforms],
                                   compose=str(workdir / "truthcheck_"))
     disp = np.asanyarray(nb.load(field).dataobj).squeeze()
     _, affine = mni_grid(resolution)

@@ -98,7 +98,9 @@ class TrainConfig:
 
 
 @dataclass
-class _Dist:
+class DistInfo:
+    """This process's rank, the world size and the local rank (GPU index)."""
+
     rank: int = 0
     world: int = 1
     local_rank: int = 0
@@ -108,13 +110,14 @@ class _Dist:
         return self.rank == 0
 
 
-def _init_distributed(device: torch.device) -> _Dist:
+def init_distributed(device: torch.device) -> DistInfo:
+    """Join the torchrun process group when ``WORLD_SIZE > 1`` (NCCL on CUDA, else gloo)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
-        return _Dist()
+        return DistInfo()
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return _Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+    return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
@@ -293,7 +296,7 @@ def train(bundle: GenBrain, store: CohortStore, out: Path | str, config: TrainCo
     """
     out = Path(out)
     device = resolve_device(config.device, int(os.environ.get("LOCAL_RANK", "0")))
-    env = _init_distributed(device)
+    env = init_distributed(device)
     model = bundle.model
     if store.meta["mask_sha256"] != model.layout.mask_sha256():
         raise ValueError(f"cohort store {store.path} is on a different grid/mask than the model "

@@ -1,0 +1,115 @@
+"""``genbrain pretrain``: derivatives -> cohort store -> trained GenBrain checkpoint."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import typer
+
+from ..model.presets import PRESETS, describe_presets
+
+_PRESETS_HELP = "\n".join(f"  {line}" for line in describe_presets().splitlines())
+
+
+def pretrain(
+    derivatives: list[Path] = typer.Argument(
+        ..., help="Derivatives folders with MNI-space maps (participant-level outputs, "
+        "fMRIPrep ...)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Checkpoint folder to write."),
+    preset: str = typer.Option("tiny", "--preset", help=f"One of {', '.join(PRESETS)}."),
+    steps: int = typer.Option(1000, "--steps", min=1, help="Optimiser steps."),
+    batch_size: int = typer.Option(8, "--batch-size", min=1, help="Images per process/step."),
+    modality: list[str] = typer.Option(
+        ["GMmod"], "--modality", help="Modalities to model (repeat): T1w, T2w, FLAIR, GM, "
+        "GMmod, or any map's desc (FA ...)."),
+    condition: list[str] = typer.Option(
+        ["age", "sex"], "--condition", help="participants.tsv columns to condition on "
+        "(repeat); 'none' for an unconditional model."),
+    participants: Path | None = typer.Option(
+        None, "--participants", help="participants.tsv (or its dataset folder); default: the "
+        "first derivatives folder that has one."),
+    resolution: float | None = typer.Option(
+        None, "--resolution", help="MNI grid in mm (default: the preset's)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of initialisation, data order and noise."),
+    lr: float = typer.Option(1e-4, "--lr", help="AdamW learning rate."),
+    checkpoint_every: int = typer.Option(500, "--checkpoint-every", min=1),
+    init: Path | None = typer.Option(
+        None, "--init", help="Checkpoint to fine-tune (new conditions/modalities are added "
+        "zero-initialised)."),
+    work_dir: Path | None = typer.Option(
+        None, "--work-dir", "-w", help="Where the cohort store goes (default: beside OUT)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    resume: bool = typer.Option(True, "--resume/--no-resume",
+                                help="Continue OUT's training state if present."),
+) -> None:
+    """Train a GenBrain model on MNI-space derivatives. Multi-GPU/CPU: launch with
+    `torchrun --nproc_per_node N $(which genbrain) pretrain ...`.
+    """
+    from ..errors import InputError
+
+    try:
+        _run(derivatives, out, preset, steps, batch_size, modality, condition, participants,
+             resolution, seed, lr, checkpoint_every, init, work_dir, device, resume)
+    except (InputError, ValueError, KeyError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        typer.echo(f"genbrain pretrain: error: {message}", err=True)
+        raise typer.Exit(2) from None
+
+
+pretrain.__doc__ = (f"{inspect.cleandoc(pretrain.__doc__ or '')}\n\n\b\n"
+                    f"Presets (parameters with age, sex and one modality):\n{_PRESETS_HELP}\n")
+
+
+def _participants_table(path: Path | None, derivatives: list[Path]):
+    from ..bids import read_participants
+    from ..errors import InputError
+
+    if path is not None:
+        folder = path.parent if path.name == "participants.tsv" else path
+        if not (folder / "participants.tsv").is_file():
+            raise InputError(f"{path}: no participants.tsv there")
+        return read_participants(folder)
+    for root in derivatives:
+        if (root / "participants.tsv").is_file():
+            return read_participants(root)
+    return None
+
+
+def _run(derivatives, out, preset, steps, batch_size, modality, condition, participants,
+         resolution, seed, lr, checkpoint_every, init, work_dir, device, resume) -> None:
+    import torch.distributed as dist
+
+    from ..cohort import CohortStore, build_cohort
+    from ..errors import InputError
+    from ..model.checkpoint import read_config
+    from ..model.presets import get_preset
+    from ..model.train import TrainConfig, fit, init_distributed, resolve_device
+
+    arch = get_preset(preset)
+    if init is not None:
+        resolution = resolution or read_config(init)["architecture"]["resolution"]
+    resolution = float(resolution or arch.resolution)
+    conditions = [] if [c.lower() for c in condition] == ["none"] else list(condition)
+    table = _participants_table(participants, derivatives)
+    if conditions and table is None:
+        raise InputError(
+            f"conditions {conditions} need a participants.tsv: pass --participants PATH (e.g. "
+            "the raw BIDS dataset), or --condition none for an unconditional model")
+    out = out.resolve()
+    for root in derivatives:
+        if out == root.resolve() or root.resolve() in out.parents:
+            raise InputError(f"--out {out} is inside the input {root}; write elsewhere")
+    store_path = (work_dir or out.parent) / f".{out.name}.cohort"
+    env = init_distributed(resolve_device(device))
+    if env.main:
+        build_cohort(derivatives, store_path, modalities=modality, participants=table,
+                     conditions=conditions, resolution=resolution)
+    if env.world > 1:
+        dist.barrier()
+    store = CohortStore(store_path)
+    config = TrainConfig(steps=steps, batch_size=batch_size, lr=lr,
+                         checkpoint_every=checkpoint_every, seed=seed, device=device)
+    fit(store, out, config, arch=arch.with_(resolution=resolution), init=init, resume=resume)
+    if env.main:
+        typer.echo(f"checkpoint written to {out} ({len(store)} images, {steps} steps)")

@@ -27,6 +27,12 @@ def _tools() -> None:
 from .fetch_templates import fetch_templates  # noqa: E402
 
 app.command("fetch-templates")(fetch_templates)
+from .pretrain import pretrain  # noqa: E402
+
+app.command("pretrain")(pretrain)
+from .sample import sample  # noqa: E402
+
+app.command("sample")(sample)
 
 
 def main() -> None:

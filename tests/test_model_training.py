@@ -3,6 +3,7 @@ and (slow) learning a planted age effect."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -61,7 +62,7 @@ def test_tiny_model_overfits_two_images(tmp_path):
         own, other = train[table["sex"][i]], train["M" if table["sex"][i] == "F" else "F"]
         r = np.corrcoef(vol[mask], own)[0, 1]
         rmse = np.sqrt(np.mean((vol[mask] - own) ** 2))
-        assert r > 0.9 and rmse < 0.25 * baseline, (i, r, rmse, baseline)
+        assert r > 0.9 and rmse < 0.35 * baseline, (i, r, rmse, baseline)
         assert np.corrcoef(vol[mask], other)[0, 1] < 0.0
     loss = pd.read_csv(tmp_path / "model" / "loss.tsv", sep="\t")["loss"]
     assert loss.iloc[-100:].mean() < 0.3 * loss.iloc[:20].mean()
@@ -128,20 +129,73 @@ def test_two_process_ddp_matches_one_process(small_store, tmp_path):
 
 @pytest.mark.slow
 def test_planted_age_effect_is_learned(tmp_path):
+    """Old-age samples lose GM in the planted region: right sign, within 2x of the truth."""
+    res = 12.0
     ages = list(np.linspace(20.0, 80.0, 32))
-    table = write_cohort(tmp_path / "deriv", ages)
+    table = write_cohort(tmp_path / "deriv", ages, resolution=res)
     store = build_cohort([tmp_path / "deriv"], tmp_path / "store", participants=table,
-                         conditions=["age", "sex"], resolution=RES, progress=False)
+                         conditions=["age", "sex"], resolution=res, progress=False)
     bundle = fit(store, tmp_path / "model",
-                 TrainConfig(steps=3000, batch_size=8, lr=2e-3, checkpoint_every=10_000,
-                             progress=False), arch=TEST_ARCH.with_(hidden_size=128, depth=3))
-    region = planted_region()
+                 TrainConfig(steps=3000, batch_size=16, lr=3e-3, checkpoint_every=10_000,
+                             progress=False), arch=TEST_ARCH.with_(resolution=res, patch_size=16))
+    region, mask = planted_region(res), brain_mask(res)
+    outside = mask & ~region
     means = {}
     for age in (20.0, 80.0):
-        table = conditions_table(bundle, 8, {"age": age})
-        means[age] = np.mean([v[region].mean() for _, v in sample(bundle, table, seed=1,
-                                                                  steps=50, cfg_scale=1.2)])
-    truth = float(gm_map(20.0, 0)[region].mean() - gm_map(80.0, 0)[region].mean())
-    assert truth == pytest.approx(SLOPE * 60, rel=0.1)
-    learned = means[20.0] - means[80.0]
+        rows = conditions_table(bundle, 8, {"age": age})
+        vols = [v for _, v in sample(bundle, rows, seed=1, steps=50, cfg_scale=1.2)]
+        means[age] = (np.mean([v[region].mean() for v in vols]),
+                      np.mean([v[outside].mean() for v in vols]))
+    truth = float(gm_map(20.0, 0, res)[region].mean() - gm_map(80.0, 0, res)[region].mean())
+    assert truth == pytest.approx(SLOPE * 60, rel=0.15)
+    learned = means[20.0][0] - means[80.0][0]
     assert truth / 2 < learned < truth * 2, (learned, truth)
+    assert abs(means[20.0][1] - means[80.0][1]) < learned / 3  # the effect is local
+
+
+def test_image_condition_channels_are_trained_saved_and_required(small_store, tmp_path):
+    seen = []
+
+    def same_image(rows, generator):  # a trivial "source modality": the target itself
+        seen.append(rows.copy())
+        return torch.from_numpy(small_store.read(rows)).unsqueeze(1)
+
+    bundle = fit(small_store, tmp_path / "m", TrainConfig(steps=2, batch_size=2, progress=False),
+                 arch=TEST_ARCH, rows=np.array([0, 2, 4]), image_conditions=same_image,
+                 image_condition_names=["T1w"])
+    assert bundle.model.in_channels == 2 and set(np.concatenate(seen)) <= {0, 2, 4}
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert config["image_conditions"] == ["T1w"] and config["architecture"]["in_channels"] == 2
+    rows = conditions_table(bundle, 1)
+    with pytest.raises(ValueError, match="image condition"):
+        next(sample(bundle, rows, 0, steps=2))
+    _, vol = next(sample(bundle, rows, 0, steps=2, image_cond=small_store.read([0])[:, None]))
+    assert np.isfinite(vol).all()
+    with pytest.raises(ValueError, match="input channel"):
+        fit(small_store, tmp_path / "m2", TrainConfig(steps=1, progress=False), arch=TEST_ARCH,
+            image_conditions=same_image)
+
+
+@pytest.mark.slow
+def test_image_condition_is_used(tmp_path):
+    """Trained to reproduce its input channel, samples follow the image they are given."""
+    res = 12.0
+    maps = [gm_map(age, seed=i, resolution=res, noise=0.15) for i, age in
+            enumerate(np.linspace(20.0, 80.0, 8))]
+    write_maps(tmp_path / "deriv", maps, resolution=res)
+    store = build_cohort([tmp_path / "deriv"], tmp_path / "store", resolution=res,
+                         progress=False)
+    bundle = fit(store, tmp_path / "m",
+                 TrainConfig(steps=2000, batch_size=8, lr=3e-3, progress=False,
+                             checkpoint_every=10_000),
+                 arch=TEST_ARCH.with_(resolution=res, patch_size=16),
+                 image_conditions=lambda rows, g: torch.from_numpy(store.read(rows))[:, None],
+                 image_condition_names=["source"])
+    data = store.read(range(len(store)))
+    rows = conditions_table(bundle, 3)
+    mask = brain_mask(res)
+    for i, vol in sample(bundle, rows, 0, steps=50, cfg_scale=1.0,
+                         image_cond=data[[1, 4, 6]][:, None]):
+        target = store.denormalise(data[[1, 4, 6][i]], "GMmod")
+        r = [np.corrcoef(vol[mask], store.denormalise(d, "GMmod"))[0, 1] for d in data]
+        assert int(np.argmax(r)) == [1, 4, 6][i] and np.corrcoef(vol[mask], target)[0, 1] > 0.9

@@ -78,6 +78,7 @@ def sample(
     batch_size: int = 8,
     device: str | torch.device = "cpu",
     progress: bool = False,
+    image_cond: np.ndarray | None = None,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Stream one generated image per row of ``table``.
 
@@ -96,6 +97,9 @@ def sample(
     device : str or torch.device
     progress : bool
         Show a progress bar.
+    image_cond : ndarray, shape (len(table), C, n_voxels), optional
+        Image conditions in store space [0, 1] (mask order), for models with image-condition
+        channels (enhancement, cross-modality synthesis).
 
     Yields
     ------
@@ -120,9 +124,13 @@ def sample(
         raise ValueError(f"modality {bad} unknown to the model; it has {bundle.modalities}")
     cond = encode_table(bundle.conditions, table)
     mask = bundle.model.layout.mask
+    if (bundle.model.in_channels > 1) != (image_cond is not None):
+        raise ValueError(f"the model takes {bundle.model.in_channels - 1} image condition(s) "
+                         f"{bundle.image_conditions}; pass exactly those")
+    ic = None if image_cond is None else torch.as_tensor(image_cond, dtype=torch.float32)
     stream = sample_stream(bundle.model, bundle.diffusion, cond, seed, steps=steps,
                            cfg_scale=cfg_scale, average=average, batch_size=batch_size,
-                           on_step=None)
+                           image_cond=ic)
     total = len(table)
     with _progress(progress, total) as advance:
         for i, flat in stream:

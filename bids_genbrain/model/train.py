@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
 import json
 import os
 import time
@@ -160,8 +161,8 @@ def batch_indices(step: int, n_images: int, global_batch: int, seed: int) -> np.
     return out
 
 
-def _step_generator(seed: int, step: int) -> torch.Generator:
-    state = np.random.SeedSequence([seed, step, 0x6E6F697365]).generate_state(1, np.uint64)[0]
+def _step_generator(seed: int, step: int, stream: int = 0) -> torch.Generator:
+    state = np.random.SeedSequence([seed, step, stream]).generate_state(1, np.uint64)[0]
     return torch.Generator().manual_seed(int(state >> 1))
 
 
@@ -195,8 +196,10 @@ def _load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]
 
 
 def _run_identity(bundle: GenBrain, store: CohortStore, config: TrainConfig,
-                  world: int) -> dict[str, Any]:
+                  world: int, targets: np.ndarray) -> dict[str, Any]:
     return {"architecture": bundle.arch.with_(in_channels=bundle.model.in_channels).to_dict(),
+            "image_conditions": list(bundle.image_conditions),
+            "rows_sha256": hashlib.sha256(targets.tobytes()).hexdigest(),
             "conditions": [c.to_dict() for c in bundle.model.conditions],
             "data_sha256": store.meta["data_sha256"], "seed": config.seed,
             "global_batch": config.batch_size * world, "lr": config.lr}
@@ -264,8 +267,13 @@ def _read_loss_log(out: Path, upto: int) -> list[dict[str, float]]:
     return table[table["step"] <= upto].to_dict("records")
 
 
+ImageConditionFn = Callable[[np.ndarray, torch.Generator], torch.Tensor]
+"""``(rows, generator) -> (len(rows), C, n_voxels)`` image conditions in [0, 1] for target rows."""
+
+
 def train(bundle: GenBrain, store: CohortStore, out: Path | str, config: TrainConfig, *,
-          resume: bool = True) -> Path:
+          resume: bool = True, rows: np.ndarray | None = None,
+          image_conditions: ImageConditionFn | None = None) -> Path:
     """Train ``bundle.model`` on a cohort store and write a checkpoint folder.
 
     Parameters
@@ -281,6 +289,13 @@ def train(bundle: GenBrain, store: CohortStore, out: Path | str, config: TrainCo
     resume : bool
         Continue from ``out/training_state`` when present (the same run: architecture,
         conditions, data, seed and global batch must match).
+    rows : ndarray of int, optional
+        Store rows used as training targets (default: all), e.g. one modality's.
+    image_conditions : callable, optional
+        Builds the extra input channels of a batch from its target rows (a corrupted copy for
+        enhancement, the paired source modalities for cross-modality synthesis); its generator
+        is seeded by (seed, step, rank). Required when the model has more than one input
+        channel.
 
     Returns
     -------
@@ -301,10 +316,14 @@ def train(bundle: GenBrain, store: CohortStore, out: Path | str, config: TrainCo
     if store.meta["mask_sha256"] != model.layout.mask_sha256():
         raise ValueError(f"cohort store {store.path} is on a different grid/mask than the model "
                          f"({store.resolution:g} mm vs {bundle.arch.resolution:g} mm)")
+    if (model.in_channels > 1) != (image_conditions is not None):
+        raise ValueError(f"the model has {model.in_channels} input channel(s): give image "
+                         "conditions exactly when it has more than one")
+    targets = np.arange(len(store)) if rows is None else np.asarray(rows, dtype=np.int64)
     model.to(device).train()
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    identity = _run_identity(bundle, store, config, env.world)
+    identity = _run_identity(bundle, store, config, env.world, targets)
     start = 0
     if resume and (out / STATE_DIR / "state.json").is_file():
         start = _load_state(out, model, ema, opt, identity)
@@ -330,14 +349,18 @@ def train(bundle: GenBrain, store: CohortStore, out: Path | str, config: TrainCo
     with _progress_bar(config.progress and env.main, config.steps, start) as advance:
         for step in range(start, config.steps):
             tic = time.perf_counter()
-            rows = batch_indices(step, len(store), global_batch, config.seed)[lo:hi]
-            images = torch.from_numpy(store.read(rows)).to(device)
-            cond = {k: v[torch.as_tensor(rows)].to(device) for k, v in encoded.items()}
+            batch = targets[batch_indices(step, len(targets), global_batch, config.seed)[lo:hi]]
+            images = torch.from_numpy(store.read(batch)).to(device)
+            cond = {k: v[torch.as_tensor(batch)].to(device) for k, v in encoded.items()}
+            extra = None
+            if image_conditions is not None:
+                gen = _step_generator(config.seed, step, stream=1 + env.rank)
+                extra = image_conditions(batch, gen).to(device)
             draws = draw_training(model, bundle.diffusion, global_batch,
                                   _step_generator(config.seed, step)).slice(lo, hi)
             with torch.autocast(device.type, dtype=torch.bfloat16,
                                 enabled=device.type == "cuda"):
-                loss = training_loss(net, scheduler, images, cond, draws)
+                loss = training_loss(net, scheduler, images, cond, draws, extra)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
@@ -451,7 +474,9 @@ def extend_for(bundle: GenBrain, conditions: Sequence[ConditionSpec],
 
 def fit(store: CohortStore, out: Path | str, config: TrainConfig, *,
         arch: ModelConfig | None = None, init: Path | str | None = None,
-        init_modality: str | None = None, resume: bool = True) -> GenBrain:
+        init_modality: str | None = None, resume: bool = True,
+        rows: np.ndarray | None = None, image_conditions: ImageConditionFn | None = None,
+        image_condition_names: Sequence[str] = ()) -> GenBrain:
     """Train from scratch (``arch``) or fine-tune a checkpoint (``init``) on a store.
 
     This is the library entry point the group level uses.
@@ -468,24 +493,35 @@ def fit(store: CohortStore, out: Path | str, config: TrainConfig, *,
         Checkpoint to fine-tune; extended with :func:`extend_for` to the store's conditions.
     init_modality : str, optional
         See :func:`extend_for`.
-    resume : bool
+    resume, rows, image_conditions
         See :func:`train`.
+    image_condition_names : sequence of str
+        Names of the image-condition channels (recorded in the checkpoint); a checkpoint with
+        fewer input channels is widened with zero weights.
 
     Returns
     -------
     GenBrain
         The trained model (EMA weights), also saved in ``out``.
     """
+    names = list(image_condition_names)
     if init is not None:
         bundle = load_checkpoint(init)
         extend_for(bundle, store.conditions, init_modality)
+        if bundle.image_conditions != names[: len(bundle.image_conditions)]:
+            raise ValueError(f"the checkpoint's image conditions {bundle.image_conditions} "
+                             f"are not a prefix of {names}")
+        if len(names) > len(bundle.image_conditions):
+            bundle.model.add_input_channels(len(names) - len(bundle.image_conditions))
         bundle.provenance = {"parent": {"path": str(Path(init).resolve()),
                                         "weights_sha256": _weights_sha(init)}}
     elif arch is not None:
-        bundle = new_model(arch, store, seed=config.seed)
+        bundle = new_model(arch.with_(in_channels=1 + len(names)), store, seed=config.seed)
     else:
         raise ValueError("give an architecture (arch) or a checkpoint to fine-tune (init)")
-    train(bundle, store, out, config, resume=resume)
+    bundle.image_conditions = names
+    train(bundle, store, out, config, resume=resume, rows=rows,
+          image_conditions=image_conditions)
     bundle.path = Path(out)
     return bundle
 

@@ -167,6 +167,7 @@ def write_dataset_description(
     source_datasets: list[Mapping[str, Any]] | None = None,
     description: str | None = None,
     dataset_type: str = "derivative",
+    extra: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write (or keep) ``dataset_description.json`` of a derivatives dataset.
 
@@ -182,6 +183,8 @@ def write_dataset_description(
         Free text placed in ``GeneratedBy[0].Description``.
     dataset_type : {"derivative", "raw"}
         ``raw`` for simulated input datasets.
+    extra : mapping, optional
+        Further top-level fields (``Authors``, ``License``, ``DatasetLinks`` ...).
 
     Returns
     -------
@@ -206,6 +209,7 @@ def write_dataset_description(
     }
     if source_datasets:
         data["SourceDatasets"] = list(source_datasets)
+    data.update(extra or {})
     return write_json(Path(root) / "dataset_description.json", data)
 
 

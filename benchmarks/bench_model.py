@@ -67,10 +67,11 @@ def _build(kind: str, preset: str, resolution: float):
 
 
 def run_one(kind: str, preset: str, resolution: float, batch: int, iters: int, steps: int,
-            device_name: str) -> dict:
+            device_name: str, threads: int) -> dict:
     """Measure one model in this process (called in a subprocess by :func:`speed`)."""
     import torch
 
+    torch.set_num_threads(threads)
     device = torch.device(device_name)
     base = _peak_mb(device)
     model, make = _build(kind, preset, resolution)
@@ -122,7 +123,8 @@ def speed(args: argparse.Namespace) -> dict:
     records = {}
     for kind in ("dit", "unet"):
         cmd = [sys.executable, __file__, "_one", kind, args.dit_preset, str(args.resolution),
-               str(args.batch), str(args.iters), str(args.ddim_steps), args.device]
+               str(args.batch), str(args.iters), str(args.ddim_steps), args.device,
+               str(args.threads)]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
         records[kind] = json.loads(proc.stdout.strip().splitlines()[-1])
     dit, unet = records["dit"], records["unet"]
@@ -171,9 +173,9 @@ def ablation(args: argparse.Namespace) -> dict:
 def main() -> None:
     """Command line (see the module docstring)."""
     if len(sys.argv) > 1 and sys.argv[1] == "_one":
-        kind, preset, res, batch, iters, steps, device = sys.argv[2:9]
+        kind, preset, res, batch, iters, steps, device, threads = sys.argv[2:10]
         print(json.dumps(run_one(kind, preset, float(res), int(batch), int(iters), int(steps),
-                                 device)))
+                                 device, int(threads))))
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     common = argparse.ArgumentParser(add_help=False)
@@ -186,6 +188,8 @@ def main() -> None:
     sp.add_argument("--iters", type=int, default=2)
     sp.add_argument("--ddim-steps", type=int, default=50)
     sp.add_argument("--device", default="cpu")
+    sp.add_argument("--threads", type=int, default=1,
+                    help="CPU threads (1 on a shared machine: oversubscribed threads stall)")
     ab = sub.add_parser("ablation", parents=[common])
     ab.add_argument("--steps", type=int, default=1500)
     args = parser.parse_args()

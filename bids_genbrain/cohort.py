@@ -181,6 +181,11 @@ def _match_conditions(images: pd.DataFrame, participants: pd.DataFrame | None,
         table["session_id"] = ["ses-" + str(s).strip().removeprefix("ses-")
                                for s in table["session_id"]]
         keys.append("session_id")
+    dup = table[keys].duplicated()
+    if dup.any():
+        raise CohortError(f"the participants table has several rows for "
+                          f"{table.loc[dup, keys].iloc[0].tolist()}; give one row per "
+                          f"{' and '.join(keys)}")
     merged = images.merge(table[keys + list(conditions)], on=keys, how="left")
     unmatched = merged.loc[merged[list(conditions)].isna().all(axis=1), "participant_id"]
     if len(unmatched):
@@ -241,6 +246,9 @@ def build_cohort(
     """
     if not modalities:
         raise CohortError("give at least one modality")
+    reserved = sorted(set(conditions) & {"participant_id", "session_id", "modality", "path"})
+    if reserved:
+        raise CohortError(f"{reserved} cannot be conditions (reserved store columns)")
     frames = [find_images(roots, m, resolution) for m in modalities]
     for m, f in zip(modalities, frames, strict=True):
         if f.empty:

@@ -108,3 +108,14 @@ def test_errors_are_clear(tmp_path):
     with pytest.raises(CohortError, match="not a cohort store"):
         CohortStore(tmp_path)
     assert not (tmp_path / "s").exists()  # nothing half-written
+
+
+def test_ambiguous_or_reserved_conditions_are_refused(tmp_path):
+    table = write_cohort(tmp_path / "deriv", [30.0, 50.0])
+    twice = pd.concat([table, table.iloc[[0]]], ignore_index=True)
+    with pytest.raises(CohortError, match="several rows"):
+        build_cohort([tmp_path / "deriv"], tmp_path / "s", participants=twice,
+                     conditions=["age"], resolution=RES, progress=False)
+    with pytest.raises(CohortError, match="reserved"):
+        build_cohort([tmp_path / "deriv"], tmp_path / "s", participants=table,
+                     conditions=["modality"], resolution=RES, progress=False)

@@ -1,4 +1,4 @@
-"""``genbrain pretrain`` and ``genbrain sample`` end to end on a tiny cohort; bad input -> exit 2."""
+"""``genbrain pretrain`` and ``genbrain sample`` on a tiny cohort; bad input: exit 2."""
 
 from __future__ import annotations
 

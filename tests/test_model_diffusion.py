@@ -64,7 +64,8 @@ def test_training_draws_are_seeded_and_sliceable():
     assert torch.equal(a.noise, b.noise) and torch.equal(a.timesteps, b.timesteps)
     assert not a.drop["modality"].any()  # never guided away
     part = a.slice(2, 4)
-    assert torch.equal(part.noise, a.noise[2:4]) and torch.equal(part.drop["age"], a.drop["age"][2:4])
+    assert torch.equal(part.noise, a.noise[2:4])
+    assert torch.equal(part.drop["age"], a.drop["age"][2:4])
 
 
 def test_averaging_is_the_mean_of_seeded_draws():

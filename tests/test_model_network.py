@@ -62,7 +62,8 @@ def test_token_layout_round_trip(order):
     x = torch.arange(layout.n_voxels, dtype=torch.float32).reshape(1, 1, -1)
     tokens = net.to_tokens(x)
     assert tokens.shape == (1, 1, layout.padded_length)
-    assert torch.equal(tokens[0, 0, : layout.n_voxels], x[0, 0, torch.as_tensor(layout.permutation)])
+    perm = torch.as_tensor(layout.permutation)
+    assert torch.equal(tokens[0, 0, : layout.n_voxels], x[0, 0, perm])
     back = net.from_tokens(tokens.reshape(1, layout.n_tokens, layout.patch_size))
     assert torch.equal(back, x)
 

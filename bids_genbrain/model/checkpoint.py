@@ -310,7 +310,8 @@ def model_card(config: Mapping[str, Any]) -> str:
             desc = f"continuous, standardised with mean {c['mean']:.4g} and sd {c['std']:.4g}"
         lines.append(f"- `{c['name']}`: {desc}; CFG dropout {c['dropout']:g}")
     if config.get("image_conditions"):
-        lines.append(f"- image conditions (input channels): {', '.join(config['image_conditions'])}")
+        names = ", ".join(config["image_conditions"])
+        lines.append(f"- image conditions (input channels): {names}")
     lines += ["", "## Modalities and intensity mapping"]
     for m in config["modalities"]:
         n = config["normalisation"].get(m, {})

@@ -119,3 +119,23 @@ def test_ambiguous_or_reserved_conditions_are_refused(tmp_path):
     with pytest.raises(CohortError, match="reserved"):
         build_cohort([tmp_path / "deriv"], tmp_path / "s", participants=table,
                      conditions=["modality"], resolution=RES, progress=False)
+
+
+def test_reads_the_simulators_mni_maps(tmp_path):
+    """The simulator's derivatives/mnimaps follow the naming contract the store reads."""
+    from bids_genbrain.bids import read_participants
+    from bids_genbrain.simulate import simulate_dataset
+
+    sim = simulate_dataset(tmp_path / "sim", n_subjects=3, native=False, mnimaps=True,
+                           mni_resolution=RES, anatomy_resolution=4.0, seed=1)
+    table = read_participants(sim.root)
+    store = build_cohort([sim.mnimaps], tmp_path / "store", modalities=["GMmod", "FA", "FC"],
+                         participants=table, conditions=["age", "sex", "diagnosis"],
+                         resolution=RES, progress=False)
+    assert len(store) == 9 and store.modalities == ["GMmod", "FA", "FC"]
+    assert store.table["path"].str.contains("desc-FC_boldmap").sum() == 3
+    np.testing.assert_allclose(store.table["age"][:3], sim.table["age"], rtol=1e-6)
+    specs = {c.name: c for c in store.conditions}
+    assert specs["diagnosis"].kind == "categorical" and specs["sex"].levels == ["F", "M"]
+    assert store.normalisation["FA"]["entities"] == {"suffix": "dwimap", "desc": "FA",
+                                                     "label": None}

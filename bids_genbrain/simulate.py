@@ -21,6 +21,7 @@ configuration and seed give identical files.
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import time
@@ -126,8 +127,8 @@ def simulate_dataset(out_dir: Path | str, config: SimulationConfig | None = None
     maps_root = root / "derivatives" / MNIMAPS_NAME if config.mnimaps else None
     sites = {s.label: s for s in draw_sites(config)}
     table = draw_participants(config)
-    template = TemplateAnatomy(config.anatomy_resolution, config.effects,
-                               skull=config.acquisition.skull)
+    template = _template_anatomy(config.anatomy_resolution, config.effects,
+                                 config.acquisition.skull)
     grid = mni_grid(config.mni_resolution)
     mask = brain_mask(config.mni_resolution)
 
@@ -141,7 +142,8 @@ def simulate_dataset(out_dir: Path | str, config: SimulationConfig | None = None
 
     def run_subject(rows: pd.DataFrame) -> list[tuple[dict, list[dict]]]:
         records = rows.to_dict("records")
-        extremes = tuple(ventricle_displacement(config, r["age"]) for r in (records[0], records[-1]))
+        extremes = tuple(ventricle_displacement(config, r["age"])
+                         for r in (records[0], records[-1]))
         traits = draw_subject(config, template, int(records[0]["subject_index"]),
                               records[0]["sex"], extremes)
         out = []
@@ -219,8 +221,8 @@ def _simulate_session(config: SimulationConfig, template: TemplateAnatomy, trait
 
     voxel_ml = float(np.prod(np.abs(np.diag(affine)[:3]))) / 1000.0
     jacobian = np.exp(truth.log_jacobian)
-    volumes = {f"{t.lower()}_ml": round(float((truth.tissue[t] * jacobian)[mask].sum() * voxel_ml), 3)
-               for t in truth.tissue}
+    volumes = {f"{t.lower()}_ml": round(float((data * jacobian)[mask].sum() * voxel_ml), 3)
+               for t, data in truth.tissue.items()}
     truth_row = {k: row[k] for k in ("participant_id", "session_id", "age", "sex", "diagnosis",
                                       "site", "score", "score_z")}
     truth_row.update(head_scale=round(float(np.prod(traits.scale) ** (1 / 3)), 6), **volumes,
@@ -292,7 +294,8 @@ def _prepare(root: Path, overwrite: bool) -> Path:
         if description.is_file():
             try:
                 info = json.loads(description.read_text())
-                simulated = SIMULATED_MARKER in info.get("GeneratedBy", [{}])[0].get("Description", "")
+                generated = info.get("GeneratedBy", [{}])[0]
+                simulated = SIMULATED_MARKER in generated.get("Description", "")
             except (json.JSONDecodeError, IndexError, AttributeError):
                 simulated = False
         if not simulated:
@@ -304,6 +307,12 @@ def _prepare(root: Path, overwrite: bool) -> Path:
         shutil.rmtree(root)
     root.mkdir(parents=True, exist_ok=True)
     return root.resolve()
+
+
+@functools.lru_cache(maxsize=2)
+def _template_anatomy(resolution: float, effects: Effects, skull: bool) -> TemplateAnatomy:
+    """The template on the anatomy grid (read-only; kept for the next run in this process)."""
+    return TemplateAnatomy(resolution, effects, skull=skull)
 
 
 def _progress(enabled: bool) -> Progress:

@@ -48,14 +48,17 @@ def region_weight(points_mm: np.ndarray, regions: tuple[Region, ...]) -> np.ndar
     Returns
     -------
     ndarray, shape (...), float32
-        ``min(1, sum of logistic sphere weights)`` (edge width 1.5 mm).
+        ``min(1, sum of logistic sphere weights)`` (edge width 1.5 mm); exactly 0 where the
+        sum is below 0.001 (beyond about 10 mm outside a sphere).
     """
     total = np.zeros(points_mm.shape[1:], dtype=np.float32)
+    shape = (3,) + (1,) * (points_mm.ndim - 1)
     for region in regions:
-        centre = np.asarray(region.center_mm, dtype=np.float32).reshape((3,) + (1,) * (points_mm.ndim - 1))
+        centre = np.asarray(region.center_mm, dtype=np.float32).reshape(shape)
         dist = np.sqrt(((points_mm - centre) ** 2).sum(0))
-        total += (1.0 / (1.0 + np.exp(np.clip((dist - region.radius_mm) / 1.5, -50, 50)))).astype(np.float32)
-    return np.minimum(total, 1.0)
+        logistic = 1.0 / (1.0 + np.exp(np.clip((dist - region.radius_mm) / 1.5, -50, 50)))
+        total += logistic.astype(np.float32)
+    return np.where(total < 1e-3, 0.0, np.minimum(total, 1.0)).astype(np.float32)
 
 
 def grid_axes_mm(shape: tuple[int, int, int], affine: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -74,7 +77,8 @@ def grid_points_mm(shape: tuple[int, int, int], affine: np.ndarray) -> np.ndarra
 def age_pattern(points_mm: np.ndarray, effects: Effects) -> np.ndarray:
     """Fractional GM loss per decade: 1.5x the mean frontally, 0.5x occipitally."""
     y = points_mm[1]
-    return (effects.age_gm_loss_per_decade * (1.0 + 0.5 * np.clip(y / 70.0, -1, 1))).astype(np.float32)
+    pattern = effects.age_gm_loss_per_decade * (1.0 + 0.5 * np.clip(y / 70.0, -1, 1))
+    return pattern.astype(np.float32)
 
 
 def resample_to_grid(data: np.ndarray, src_affine: np.ndarray, shape: tuple[int, int, int],
@@ -175,7 +179,8 @@ class TemplateAnatomy:
 
         points = self._points(self.brain_index)
         self.age_map = age_pattern(points, effects)
-        self.diagnosis_map = effects.diagnosis_gm_loss * region_weight(points, effects.diagnosis_regions)
+        self.diagnosis_map = effects.diagnosis_gm_loss * region_weight(
+            points, effects.diagnosis_regions)
         self.score_map = effects.score_gm_effect * region_weight(points, effects.score_regions)
 
         dist = distance_transform_edt(~mask, sampling=self.resolution).astype(np.float32)
@@ -328,7 +333,8 @@ class TemplateAnatomy:
         return out
 
 
-def _crop_nonzero(data: np.ndarray, affine: np.ndarray, margin: int) -> tuple[np.ndarray, np.ndarray]:
+def _crop_nonzero(data: np.ndarray, affine: np.ndarray,
+                  margin: int) -> tuple[np.ndarray, np.ndarray]:
     """The bounding box of the non-zero voxels (plus ``margin``) and its affine."""
     lo, hi = [], []
     for axis in range(3):

@@ -12,7 +12,8 @@ def _legendre2(n: int) -> np.ndarray:
     return np.stack([np.ones_like(t), t, 1.5 * t**2 - 0.5], axis=1)
 
 
-def bias_field(shape: tuple[int, int, int], rng: np.random.Generator, strength: float) -> np.ndarray:
+def bias_field(shape: tuple[int, int, int], rng: np.random.Generator,
+               strength: float) -> np.ndarray:
     """A smooth multiplicative bias over the field of view.
 
     ``exp(b)`` with ``b`` a random polynomial of total degree <= 2 in the voxel coordinates

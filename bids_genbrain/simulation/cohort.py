@@ -74,8 +74,9 @@ def draw_sites(config: SimulationConfig) -> list[Site]:
         manufacturer, model, tesla = _SCANNERS[k % len(_SCANNERS)]
         gain = float(rng.uniform(600, 1400))
         intensity = {
-            modality: {tissue: round(float(value * gain * np.exp(rng.normal(0, acq.contrast_sd))), 3)
-                       for tissue, value in tissues.items()}
+            modality: {
+                tissue: round(float(value * gain * np.exp(rng.normal(0, acq.contrast_sd))), 3)
+                for tissue, value in tissues.items()}
             for modality, tissues in BASE_INTENSITY.items()
         }
         sites.append(Site(

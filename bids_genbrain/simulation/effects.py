@@ -48,7 +48,8 @@ def effect_maps(template: TemplateAnatomy, grid: tuple[tuple[int, int, int], np.
         ("GM", "age"): (-age_pattern(points, eff), {
             "Description": f"Relative change of GM probability {per_decade}",
             "Units": "fraction"}),
-        ("GM", "diagnosis"): (-eff.diagnosis_gm_loss * region_weight(points, eff.diagnosis_regions), {
+        ("GM", "diagnosis"): (-eff.diagnosis_gm_loss
+                              * region_weight(points, eff.diagnosis_regions), {
             "Description": "Relative change of GM probability, patients vs controls",
             "Units": "fraction", "Regions": _regions(eff.diagnosis_regions)}),
         ("GM", "score"): (eff.score_gm_effect * region_weight(points, eff.score_regions), {

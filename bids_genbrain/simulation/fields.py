@@ -56,7 +56,7 @@ def sample(volume: np.ndarray, coords: np.ndarray, *, order: int = 1, cval: floa
 
 
 def _border_window(shape: tuple[int, ...]) -> np.ndarray:
-    """0 on the two outer knots of each border, a raised-cosine ramp over the next three, 1 inside."""
+    """0 on the two outer knots of each border, a raised-cosine ramp over the next three."""
     window = np.ones(shape)
     for d, n in enumerate(shape):
         depth = np.minimum(np.arange(n), np.arange(n)[::-1]) - 1.0
@@ -96,16 +96,17 @@ class BSplineField:
                      for d in range(3))  # type: ignore[return-value]
 
     def _basis(self, axis_mm: np.ndarray, dim: int, derivative: bool = False) -> sparse.csr_matrix:
-        """Sparse (len(axis), n_knots) matrix of kernel weights (4 non-zeros per row)."""
+        """Sparse (len(axis), n_knots) matrix of kernel weights (4 entries per row)."""
         t = (np.asarray(axis_mm, dtype=np.float64) - self.origin_mm[dim]) / self.spacing_mm
         n_knots = self.coefficients.shape[dim + 1]
         first = np.floor(t).astype(np.int64) - 1
         cols = first[:, None] + np.arange(4)[None, :]
         diff = t[:, None] - cols
         values = bspline3_derivative(diff) / self.spacing_mm if derivative else bspline3(diff)
-        rows = np.repeat(np.arange(t.size), 4)
-        keep = ((cols >= 0) & (cols < n_knots)).ravel()
-        return sparse.csr_matrix((values.ravel()[keep], (rows[keep], cols.ravel()[keep])),
+        outside = (cols < 0) | (cols >= n_knots)  # knots beyond the grid contribute nothing
+        values = np.where(outside, 0.0, values)
+        cols = np.clip(cols, 0, n_knots - 1)
+        return sparse.csr_matrix((values.ravel(), cols.ravel(), np.arange(0, 4 * t.size + 1, 4)),
                                  shape=(t.size, n_knots))
 
     def on_grid(self, axes_mm: tuple[np.ndarray, np.ndarray, np.ndarray],
@@ -187,7 +188,7 @@ class BSplineField:
         field = cls.zeros(n_components=n_components, bounds_mm=bounds_mm, spacing_mm=spacing_mm)
         noise = rng.standard_normal(field.coefficients.shape)
         sigma = smoothness_mm / spacing_mm
-        coef = np.stack([gaussian_filter(c, sigma, mode="wrap") for c in noise])
+        coef = np.stack([gaussian_filter(c, sigma, mode="wrap", truncate=3.0) for c in noise])
         window = _border_window(coef.shape[1:])
         field.coefficients = coef * window
         values = field.on_grid(field.knot_axes())[:, window == 1]

@@ -33,10 +33,17 @@ ORIENTATIONS = ("RAS", "LAS", "LPS", "RPI", "LPI", "PIR", "PIL", "ASR", "AIL", "
 """Axis codes native images are drawn from (axial, sagittal, coronal and odd ones)."""
 
 
+def det_identity_plus(jacobian: np.ndarray) -> np.ndarray:
+    """``det(I + J)`` at every grid point of ``jacobian`` (3, 3, ...), by cofactors."""
+    j = jacobian.astype(np.float64) + np.eye(3).reshape((3, 3) + (1,) * (jacobian.ndim - 2))
+    return (j[0, 0] * (j[1, 1] * j[2, 2] - j[1, 2] * j[2, 1])
+            - j[0, 1] * (j[1, 0] * j[2, 2] - j[1, 2] * j[2, 0])
+            + j[0, 2] * (j[1, 0] * j[2, 1] - j[1, 1] * j[2, 0]))
+
+
 def min_det(jacobian: np.ndarray) -> float:
     """Smallest determinant of ``I + jacobian`` over a grid; ``jacobian`` is (3, 3, ...)."""
-    jac = jacobian + np.eye(3, dtype=jacobian.dtype).reshape((3, 3) + (1,) * (jacobian.ndim - 2))
-    return float(np.linalg.det(np.moveaxis(jac, (0, 1), (-2, -1)).astype(np.float64)).min())
+    return float(det_identity_plus(jacobian).min())
 
 
 @dataclass
@@ -84,9 +91,7 @@ class Deformation:
         ValueError
             The mapping folds (det <= 0.05) somewhere on the grid.
         """
-        jac = self.displacement.jacobian_on_grid(axes_mm)
-        jac = jac + np.eye(3, dtype=np.float32)[:, :, None, None, None]
-        det = np.linalg.det(np.moveaxis(jac, (0, 1), (-2, -1)).astype(np.float64))
+        det = det_identity_plus(self.displacement.jacobian_on_grid(axes_mm))
         if det.min() <= 0.05:
             raise ValueError("the simulated deformation folds (det J <= 0.05); lower"
                              " deformation_mm or the ventricle effect")

@@ -107,7 +107,8 @@ def ventricle_displacement(config: SimulationConfig, age: float) -> float:
 def session_deformation(config: SimulationConfig, template: TemplateAnatomy,
                         traits: SubjectTraits, age: float) -> Deformation:
     """The MNI -> subject mapping at a session (individual warp + ventricles at ``age``)."""
-    displacement = traits.displacement + template.ventricle_field * ventricle_displacement(config, age)
+    ventricles = template.ventricle_field * ventricle_displacement(config, age)
+    displacement = traits.displacement + ventricles
     return Deformation(traits.scale, displacement, template.knot_region)
 
 

@@ -33,6 +33,9 @@ app.command("pretrain")(pretrain)
 from .sample import sample  # noqa: E402
 
 app.command("sample")(sample)
+from .simulate import simulate  # noqa: E402
+
+app.command("simulate")(simulate)
 
 
 def main() -> None:

@@ -45,8 +45,9 @@ from .simulation.groundtruth import (GROUNDTRUTH_NAME, GroundTruth, effect_path,
                                      load_effect_map, load_ground_truth, mni_to_scanner,
                                      truth_paths)
 from .simulation.mnimaps import MNIMAPS_NAME, write_session_mnimaps
-from .simulation.subject import (draw_subject, native_image, session_deformation,
-                                 session_tissues, session_truth, ventricle_displacement)
+from .simulation.subject import (SessionTruth, SubjectTraits, draw_subject, native_image,
+                                 session_deformation, session_tissues, session_truth,
+                                 ventricle_displacement)
 from .templates import TEMPLATE, brain_mask, load_template, mni_grid, template_source
 from .utils import atomic_write_text
 
@@ -54,6 +55,10 @@ __all__ = [
     "Acquisition", "Effects", "GroundTruth", "Region", "SimulationConfig", "SimulationResult",
     "load_effect_map", "load_ground_truth", "mni_to_scanner", "simulate_dataset",
 ]
+
+Grid = tuple[tuple[int, int, int], np.ndarray]
+"""``(shape, affine)`` of an MNI grid (:func:`bids_genbrain.templates.mni_grid`)."""
+
 
 @dataclass
 class SimulationResult:
@@ -170,8 +175,9 @@ def simulate_dataset(out_dir: Path | str, config: SimulationConfig | None = None
     )
 
 
-def _simulate_session(config: SimulationConfig, template: TemplateAnatomy, traits, row: dict,
-                      site: Site, grid, mask: np.ndarray, root: Path, gt_root: Path,
+def _simulate_session(config: SimulationConfig, template: TemplateAnatomy,
+                      traits: SubjectTraits, row: dict, site: Site, grid: Grid,
+                      mask: np.ndarray, root: Path, gt_root: Path,
                       maps_root: Path | None) -> tuple[dict, list[dict]]:
     """Simulate and write one subject-session; return its truth row and native images."""
     subject = row["participant_id"].removeprefix("sub-")
@@ -230,7 +236,8 @@ def _simulate_session(config: SimulationConfig, template: TemplateAnatomy, trait
     return truth_row, images
 
 
-def _write_truth(truth, paths: dict[str, Path], affine: np.ndarray, site: Site) -> None:
+def _write_truth(truth: SessionTruth, paths: dict[str, Path], affine: np.ndarray,
+                 site: Site) -> None:
     """Write a session's true MNI maps."""
     def save(data: np.ndarray, key: str, sidecar: dict) -> None:
         write_image(nb.Nifti1Image(data.astype(np.float32), affine), paths[key], sidecar)
@@ -250,7 +257,7 @@ def _write_truth(truth, paths: dict[str, Path], affine: np.ndarray, site: Site) 
 
 
 def _write_groundtruth_metadata(gt_root: Path, config: SimulationConfig,
-                                template: TemplateAnatomy, grid, mask: np.ndarray) -> None:
+                                template: TemplateAnatomy, grid: Grid, mask: np.ndarray) -> None:
     """dataset_description, configuration and planted effect maps of the ground truth."""
     write_dataset_description(
         gt_root, name="Simulation ground truth",

@@ -36,6 +36,9 @@ app.command("sample")(sample)
 from .simulate import simulate  # noqa: E402
 
 app.command("simulate")(simulate)
+from .demo import demo  # noqa: E402
+
+app.command("demo")(demo)
 
 
 def main() -> None:

@@ -365,5 +365,56 @@ def preprocess_participant(
     return results
 
 
+def run_participant_preprocessing(config: Any, subject_id: str,
+                                  sessions: Mapping[str | None, Mapping[str, Sequence[str]]]
+                                  ) -> list[str]:
+    """The participant level's preprocessing step, driven by the BIDS-App configuration.
+
+    With ``--derivatives``, a participant's existing MNI-space maps are imported
+    (:func:`bids_genbrain.workflows.precomputed.import_derivatives`) and its sessions are
+    not preprocessed; otherwise each session runs :func:`preprocess_participant`.
+
+    Parameters
+    ----------
+    config : bids_genbrain.config.Config
+        Validated configuration (``output_dir``, ``work_dir``, ``sloppy``, ``omp_nthreads``,
+        ``resolution``, ``seed``, ``plugin``, ``plugin_args``, ``nprocs``, ``mem_gb``,
+        ``bids_dir``, ``derivatives``).
+    subject_id : str
+        Bare label.
+    sessions : mapping
+        Session label (or None) -> contrast -> runs.
+
+    Returns
+    -------
+    list of str
+        One line per failed session (empty when everything succeeded).
+    """
+    from .precomputed import import_derivatives
+
+    failures = []
+    todo = {}
+    for session_id, anat_files in sessions.items():
+        if config.derivatives:
+            maps = import_derivatives(config.derivatives, config.output_dir,
+                                      subject_id=subject_id, session_id=session_id,
+                                      resolution=config.resolution)
+            if maps:
+                LOGGER.info("sub-%s%s: %d MNI-space derivative(s) imported; not preprocessed",
+                            subject_id, f" ses-{session_id}" if session_id else "", len(maps))
+                continue
+        todo[session_id] = anat_files
+    results = preprocess_participant(
+        subject_id, todo, output_dir=config.output_dir, work_dir=config.work_dir,
+        sloppy=config.sloppy, omp_nthreads=config.omp_nthreads, resolution=config.resolution,
+        seed=config.seed, plugin=config.plugin, plugin_args=config.plugin_args,
+        n_procs=config.nprocs, memory_gb=config.mem_gb, bids_dir=config.bids_dir)
+    for res in results:
+        if not res.success:
+            where = f"ses-{res.session_id}: " if res.session_id else ""
+            failures.append(f"{where}{res.reason}")
+    return failures
+
+
 __all__ = ["MODALITIES", "TEMPLATE", "RunResult", "init_participant_wf", "preprocess_participant",
-           "run_workflow"]
+           "run_participant_preprocessing", "run_workflow"]

@@ -138,34 +138,46 @@ def make_native(path: Path | str, *, zooms=(3.0, 3.0, 3.0), rotation_deg=(8.0, -
     return truth
 
 
+def mni_to_scanner_map(transforms: list[str | Path], resolution: float,
+                       workdir: Path) -> np.ndarray:
+    """The recovered MNI -> scanner mapping on the MNI grid, shape (X, Y, Z, 3), RAS mm.
+
+    The ANTs transform list (e.g. ``[T1w->MNI .h5, T2w->T1w .mat]``) is composed into a
+    displacement field on the template grid (ITK displacements are LPS).
+    """
+    import ants
+
+    from bids_genbrain.templates import mni_grid
+
+    ref = ants.image_read(str(get_template(resolution))).clone("float")
+    field = ants.apply_transforms(ref, ref, [str(t) for t in transforms],
+                                  compose=str(workdir / "truthcheck_"))
+    disp = np.asanyarray(nb.load(field).dataobj).squeeze().astype(np.float64)
+    disp[..., :2] *= -1.0
+    shape, affine = mni_grid(resolution)
+    ijk = np.moveaxis(np.indices(shape, dtype=np.float64), 0, -1)
+    return ijk @ affine[:3, :3].T + affine[:3, 3] + disp
+
+
 def displacement_error(transforms: list[str | Path], truth: NativeTruth,
                        resolution: float, workdir: Path) -> np.ndarray:
     """Distance (mm) between the recovered and the true mapping on template brain voxels.
 
-    The recovered native <- MNI mapping ``T`` (an ANTs transform list, e.g. ``[T1w->MNI .h5,
-    T2w->T1w .mat]``) is composed into a displacement field on the
-    template grid; for each template brain voxel ``x`` the error is ``|S(T(x)) - x|``: how
-    far from ``x`` the true mapping sends the native point that the pipeline assigned to
-    ``x``.
+    For each template brain voxel ``x`` the error is ``|S(T(x)) - x|``, ``T`` the recovered
+    MNI -> scanner mapping (:func:`mni_to_scanner_map`): how far from ``x`` the true mapping
+    sends the native point that the pipeline assigned to ``x``.
 
     Returns
     -------
     ndarray, shape (n_brain_voxels,)
     """
-    import ants
-
     from bids_genbrain.templates import brain_mask, mni_grid
 
-    ref = ants.image_read(str(get_template(resolution))).clone("float")
-    field = ants.apply_transforms(ref, ref, [str(t) for t in transforms],
-                                  compose=str(workdir / "truthcheck_"))
-    disp = np.asanyarray(nb.load(field).dataobj).squeeze()
-    _, affine = mni_grid(resolution)
     mask = brain_mask(resolution)
+    _, affine = mni_grid(resolution)
     x = affine[:3, :3] @ np.argwhere(mask).T + affine[:3, 3:4]
-    d = disp[mask].T.astype(np.float64)
-    d[:2] *= -1.0  # ITK displacements are LPS
-    return np.linalg.norm(truth.scanner_to_mni(x + d) - x, axis=0)
+    y = mni_to_scanner_map(transforms, resolution, workdir)[mask].T
+    return np.linalg.norm(truth.scanner_to_mni(y) - x, axis=0)
 
 
 def true_mni_image(resolution: float, contrast: str = "T1w") -> np.ndarray:

@@ -52,6 +52,7 @@ class Config:
     preset: str = "small"
     steps: int = 10000
     batch_size: int = 32
+    lr: float = 1e-4
     sampling_steps: int = 50
     cfg_scale: float = 1.2
     average: int = 1
@@ -119,6 +120,8 @@ class Config:
         for name in ("n_synthetic", "steps", "batch_size", "sampling_steps", "average"):
             if getattr(self, name) < 1:
                 raise InputError(f"--{name.replace('_', '-')} must be at least 1")
+        if not self.lr > 0:
+            raise InputError("--lr must be positive")
         if not 0 < self.privacy_threshold <= 1:
             raise InputError("--privacy-threshold must be in (0, 1]")
         if self.seed < 0:

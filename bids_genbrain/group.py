@@ -163,7 +163,7 @@ def run_group_level(config: Config, log: RunLog) -> GroupResult:
 
     with log.step("model"):
         train_cfg = TrainConfig(steps=config.steps, batch_size=config.batch_size,
-                                seed=config.seed, device=config.device,
+                                lr=config.lr, seed=config.seed, device=config.device,
                                 checkpoint_every=max(1, min(500, config.steps // 4)))
         if config.model is not None:
             bundle = fit(store, group_dir / "model", train_cfg, init=config.model)

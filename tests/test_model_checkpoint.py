@@ -128,6 +128,29 @@ def test_synthetic_dataset_is_bids_and_readable_back(trained, tmp_path):
     assert len(store) == 2 and written["path"].str.endswith(".nii.gz").all()
 
 
+def test_synthetic_dataset_resumes_after_a_kill(trained, tmp_path):
+    import nibabel as nb
+
+    bundle, _, root = trained
+    model = load_checkpoint(root / "model")
+    table = pd.DataFrame({"age": [30.0, 50.0, 75.0], "sex": ["M", "F", "F"]})
+    out = tmp_path / "synth"
+    written = write_synthetic_dataset(model, table, out, seed=4, steps=3, progress=False)
+    paths = [out / p for p in written["path"]]
+    first = [np.asanyarray(nb.load(p).dataobj).copy() for p in paths]
+    # a killed run: image 2 never written
+    paths[2].unlink()
+    stamp = paths[0].stat().st_mtime_ns
+    again = write_synthetic_dataset(model, table, out, seed=4, steps=3, progress=False)
+    assert paths[0].stat().st_mtime_ns == stamp, "a finished image was generated again"
+    # same seeds; only the batch composition (float rounding) differs
+    np.testing.assert_allclose(np.asanyarray(nb.load(paths[2]).dataobj), first[2], atol=1e-4)
+    assert list(again["path"]) == list(written["path"])
+    # a different run seed regenerates everything (sidecars differ)
+    write_synthetic_dataset(model, table, out, seed=5, steps=3, progress=False)
+    assert paths[0].stat().st_mtime_ns != stamp
+
+
 def test_unknown_levels_and_modalities_are_refused(trained):
     bundle, _, _ = trained
     with pytest.raises(ValueError, match="not a known level"):

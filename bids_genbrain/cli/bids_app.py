@@ -190,6 +190,9 @@ def bids_genbrain(
                                        rich_help_panel=_GROUP)] = 10000,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Training batch size "
                                             "(paper: 32).", rich_help_panel=_GROUP)] = 32,
+    lr: Annotated[float, typer.Option("--lr", help="AdamW learning rate (paper: 1e-4; small "
+                                      "CPU runs learn faster with ~2e-3).",
+                                      rich_help_panel=_GROUP)] = 1e-4,
     sampling_steps: Annotated[int, typer.Option("--sampling-steps", help="DDIM steps.",
                                                 rich_help_panel=_GROUP)] = 50,
     cfg_scale: Annotated[float, typer.Option("--cfg-scale", help="Classifier-free guidance "
@@ -222,7 +225,7 @@ def bids_genbrain(
             condition=condition or ["age", "sex"], contrast=contrast, confound=confound or [],
             n_synthetic=n_synthetic, reference_map=reference_map,
             synthetic_conditions=synthetic_conditions, preset=preset, steps=steps,
-            batch_size=batch_size, sampling_steps=sampling_steps, cfg_scale=cfg_scale,
+            batch_size=batch_size, lr=lr, sampling_steps=sampling_steps, cfg_scale=cfg_scale,
             average=average, privacy_threshold=privacy_threshold,
             command_line=list(sys.argv),
         ).validate()

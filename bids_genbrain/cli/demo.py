@@ -57,7 +57,7 @@ def demo(
             raise typer.Exit(code)
         typer.echo("[3/3] group level (tiny model trained from scratch)")
         reference = effect_path(sim.groundtruth, "GM", "diagnosis", resolution)
-        run(Config(analysis_level="group", preset="tiny", steps=steps, batch_size=8,
+        run(Config(analysis_level="group", preset="tiny", steps=steps, batch_size=8, lr=2e-3,
                    n_synthetic=n_synthetic, sampling_steps=25, condition=["age", "sex"],
                    contrast="diagnosis", reference_map=reference, **common).validate())
     except InputError as exc:

@@ -10,7 +10,7 @@ seed, so a sample does not depend on which other images share its batch.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -241,6 +241,7 @@ def sample_stream(
     batch_size: int = 8,
     image_cond: torch.Tensor | None = None,
     on_step: Callable[[], None] | None = None,
+    skip: Collection[int] = (),
 ) -> Iterator[tuple[int, torch.Tensor]]:
     """Sample one image per row of ``cond``, averaging ``average`` draws each, streaming.
 
@@ -257,6 +258,9 @@ def sample_stream(
     batch_size : int
         Draws run together.
     image_cond : torch.Tensor, shape (N, C, n_voxels), optional
+    skip : collection of int
+        Rows not to generate (already written by an interrupted run); the other rows keep
+        their seeds, so a resumed run yields the same images as an uninterrupted one.
 
     Yields
     ------
@@ -269,7 +273,8 @@ def sample_stream(
         raise ValueError("average and batch_size must be >= 1")
     n = len(next(iter(cond.values()))) if cond else (
         len(image_cond) if image_cond is not None else 0)
-    jobs = [(i, j) for i in range(n) for j in range(average)]
+    skip = frozenset(skip)
+    jobs = [(i, j) for i in range(n) if i not in skip for j in range(average)]
     sums: dict[int, torch.Tensor] = {}
     done: dict[int, int] = {}
     for start in range(0, len(jobs), batch_size):

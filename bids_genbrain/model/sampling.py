@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 
 from ..cohort import denormalise
-from ..derivatives import derivative_path, write_dataset_description, write_image
+from ..derivatives import derivative_path, sidecar_path, write_dataset_description, write_image
 from ..templates import TEMPLATE, mni_grid
 from ..utils import atomic_write_text
 from .checkpoint import GenBrain, load_checkpoint, save_weights
@@ -79,6 +79,7 @@ def sample(
     device: str | torch.device = "cpu",
     progress: bool = False,
     image_cond: np.ndarray | None = None,
+    skip: Collection[int] = (),
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Stream one generated image per row of ``table``.
 
@@ -100,6 +101,9 @@ def sample(
     image_cond : ndarray, shape (len(table), C, n_voxels), optional
         Image conditions in store space [0, 1] (mask order), for models with image-condition
         channels (enhancement, cross-modality synthesis).
+
+    skip : collection of int
+        Rows not to generate (see :func:`~bids_genbrain.model.diffusion.sample_stream`).
 
     Yields
     ------
@@ -130,8 +134,8 @@ def sample(
     ic = None if image_cond is None else torch.as_tensor(image_cond, dtype=torch.float32)
     stream = sample_stream(bundle.model, bundle.diffusion, cond, seed, steps=steps,
                            cfg_scale=cfg_scale, average=average, batch_size=batch_size,
-                           image_cond=ic)
-    total = len(table)
+                           image_cond=ic, skip=skip)
+    total = len(table) - len(set(skip))
     with _progress(progress, total) as advance:
         for i, flat in stream:
             norm = bundle.normalisation.get(table["modality"].iloc[i], {"lo": 0.0, "hi": 1.0})
@@ -222,22 +226,16 @@ def write_synthetic_dataset(
         description=f"Images sampled from a GenBrain checkpoint (weights sha256 {model_sha})",
     )
     _, affine = mni_grid(bundle.arch.resolution)
-    paths = []
     ids = [f"sub-synth{i + 1:04d}" for i in range(len(table))]
-    for i, vol in sample(bundle, table, seed, steps=steps, cfg_scale=cfg_scale, average=average,
-                         batch_size=batch_size, device=device, progress=progress):
+    paths, sidecars = [], []
+    for i in range(len(table)):
         modality = table["modality"].iloc[i]
         ents = bundle.normalisation.get(modality, {}).get("entities") or {"suffix": modality}
-        path = synthetic_path(out, i, ents, bundle.arch.resolution)
-        img = nb.Nifti1Image(vol, affine)
-        img.header.set_xyzt_units("mm")
-        img.header.set_qform(affine, code=4)
-        img.header.set_sform(affine, code=4)
-        row = {k: _jsonable(v) for k, v in table.iloc[i].items()}
-        write_image(img, path, {
+        paths.append(synthetic_path(out, i, ents, bundle.arch.resolution))
+        sidecars.append({
             "Synthetic": True,
             "Modality": modality,
-            "Conditions": row,
+            "Conditions": {k: _jsonable(v) for k, v in table.iloc[i].items()},
             "RunSeed": seed,
             "Seeds": [sample_seed(seed, i, j) for j in range(average)],
             "Average": average,
@@ -247,13 +245,32 @@ def write_synthetic_dataset(
             "Model": str(bundle.path) if bundle.path else None,
             "SpatialReference": TEMPLATE,
         })
-        paths.append(str(path.relative_to(out)))
+    # resume: an image whose file and identical sidecar exist was written by an earlier run
+    done = {i for i, (path, meta) in enumerate(zip(paths, sidecars, strict=True))
+            if path.is_file() and _same_sidecar(sidecar_path(path), meta)}
+    for i, vol in sample(bundle, table, seed, steps=steps, cfg_scale=cfg_scale, average=average,
+                         batch_size=batch_size, device=device, progress=progress, skip=done):
+        img = nb.Nifti1Image(vol, affine)
+        img.header.set_xyzt_units("mm")
+        img.header.set_qform(affine, code=4)
+        img.header.set_sform(affine, code=4)
+        write_image(img, paths[i], sidecars[i])
     participants = table.copy()
     participants.insert(0, "participant_id", ids)
     atomic_write_text(out / "participants.tsv",
                       participants.to_csv(sep="\t", index=False, na_rep="n/a"))
-    participants["path"] = paths
+    participants["path"] = [str(p.relative_to(out)) for p in paths]
     return participants
+
+
+def _same_sidecar(path: Path, meta: Mapping[str, Any]) -> bool:
+    if not path.is_file():
+        return False
+    try:
+        return json.loads(path.read_text(encoding="utf-8")) == json.loads(
+            json.dumps(meta, default=str))
+    except json.JSONDecodeError:
+        return False
 
 
 def _model_sha(bundle: GenBrain) -> str:

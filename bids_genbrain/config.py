@@ -37,6 +37,7 @@ class Config:
     derivatives: list[Path] = field(default_factory=list)
     model: Path | None = None
     sloppy: bool = False
+    check_only: bool = False
     resolution: float = 2.0
     plugin: str = "MultiProc"
     plugin_args: dict[str, Any] = field(default_factory=dict)

@@ -127,7 +127,8 @@ def _write_crash_log(output_dir: Path, subject: str, text: str) -> Path:
 
 
 def _participant_report(config: Config, result: ParticipantResult,
-                        sessions: list[SessionImages], covariates: pd.Series | None) -> Path:
+                        sessions: list[SessionImages], covariates: pd.Series | None,
+                        failures: list[str]) -> Path:
     sections = []
     summary = (
         f"Participant sub-{result.subject}: {len(result.images)} anatomical image(s) in "
@@ -144,10 +145,23 @@ def _participant_report(config: Config, result: ParticipantResult,
                 if any(info.path in paths for paths in ses.images.values())]
         title = f"Session {ses.session}" if ses.session else "Anatomical images"
         sections.append(Section(title, tables=[pd.DataFrame(rows)] if rows else []))
+    if not config.check_only:
+        from .reports.participant import preprocessing_sections
+
+        sections.extend(preprocessing_sections(config.output_dir, result.subject, failures))
     methods = (
         "Anatomical images were found with PyBIDS and checked for a readable 3D volume with a"
         " finite, invertible affine and plausible voxel sizes (0.1-10 mm) with NiBabel."
     )
+    if not config.check_only:
+        methods += (
+            " Each image was conformed to RAS, bias-corrected (N4), brain-extracted with a"
+            " template mask, registered to MNI152NLin6Asym (rigid, affine, SyN; ANTs through"
+            f" antspyx{' with the fast --sloppy setting' if config.sloppy else ''}) and"
+            " segmented into GM, WM and CSF with template priors (Atropos); outputs were"
+            f" resampled once onto the {config.resolution:g} mm grid, and modulated GM maps"
+            " (GM x Jacobian determinant) computed, in a Nipype workflow."
+        )
     return render_report(f"sub-{result.subject}", sections,
                          config.output_dir / f"sub-{result.subject}.html", methods=methods)
 
@@ -186,10 +200,18 @@ def process_participant(config: Config, layout, subject: str, queries: dict,
                     result.images.append(check_image(path, modality))
                 except ImageError as exc:
                     problems.append(str(exc))
+    failures: list[str] = []
     if problems:
         result.status, result.reason = "failed", "; ".join(problems)
+    elif not config.check_only:
+        from .workflows.base import run_participant_preprocessing
+
+        failures = run_participant_preprocessing(
+            config, subject, {ses.session: ses.images for ses in sessions})
+        if failures:
+            result.status, result.reason = "failed", "; ".join(failures)
     row = covariates.loc[subject] if covariates is not None and subject in covariates.index else None
-    _participant_report(config, result, sessions, row)
+    _participant_report(config, result, sessions, row, failures)
     return result
 
 
@@ -250,6 +272,10 @@ def run_participant_level(config: Config, log: RunLog) -> list[ParticipantResult
          for r in results]
     )
     atomic_write_text(out / "participant_summary.tsv", summary.to_csv(sep="\t", index=False))
+    if not config.check_only:
+        from .reports.participant import write_qc_summary
+
+        write_qc_summary(out)
     return results
 
 

@@ -56,7 +56,7 @@ def test_participant_level_writes_valid_derivatives_root(dataset, tmp_path):
     before = tree_digest(dataset)
     out = tmp_path / "out"
     proc = run_app(dataset, out, "participant", "--participant_label", "01", "sub-02",
-                   "--nprocs", "1", "--seed", "7", check_code=0)
+                   "--nprocs", "1", "--seed", "7", "--check-only", check_code=0)
     assert "2 of 2 participant(s) finished" in proc.stdout
     assert tree_digest(dataset) == before, "the input dataset was modified"
 
@@ -84,7 +84,7 @@ def test_broken_participant_does_not_sink_others(dataset, tmp_path):
     broken = dataset / "sub-02" / "anat" / "sub-02_T1w.nii.gz"
     broken.write_bytes(b"this is not a nifti file")
     out = tmp_path / "out"
-    proc = run_app(dataset, out, "participant", check_code=1)
+    proc = run_app(dataset, out, "participant", "--check-only", check_code=1)
     assert "sub-02" in proc.stderr and "sub-02_T1w.nii.gz" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert (out / "sub-01.html").is_file() and (out / "sub-03.html").is_file()
@@ -97,12 +97,12 @@ def test_sessions_and_filter_file(tmp_path):
     filt = tmp_path / "filter.json"
     filt.write_text(json.dumps({"t1w": {"session": "post"}}))
     out = tmp_path / "out"
-    run_app(ds, out, "participant", "--bids-filter-file", filt, check_code=0)
+    run_app(ds, out, "participant", "--bids-filter-file", filt, "--check-only", check_code=0)
     report = (out / "sub-01.html").read_text()
     assert "sub-01_ses-post_T1w.nii.gz" in report
     assert "sub-01_ses-pre_T1w.nii.gz" not in report
     out2 = tmp_path / "out2"
-    run_app(ds, out2, "participant", "--session-label", "ses-pre", check_code=0)
+    run_app(ds, out2, "participant", "--session-label", "ses-pre", "--check-only", check_code=0)
     report = (out2 / "sub-01.html").read_text()
     assert "sub-01_ses-pre_T1w.nii.gz" in report and "ses-post" not in report
 
@@ -153,7 +153,7 @@ def test_bad_input_exits_2_with_one_line(tmp_path, breakage, fragments):
     elif breakage == "missing_bids_dir":
         ds = tmp_path / "nowhere"
     before = tree_digest(ds) if ds.exists() else {}
-    proc = run_app(ds, out, "participant", *extra)
+    proc = run_app(ds, out, "participant", "--check-only", *extra)
     assert_one_line_error(proc, *fragments)
     if ds.exists():
         assert tree_digest(ds) == before

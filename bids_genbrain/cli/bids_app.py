@@ -158,6 +158,10 @@ def bids_genbrain(
     sloppy: Annotated[bool, typer.Option("--sloppy", help="Fast, low-resolution registration "
                                          "(tests, demos); not for research.",
                                          rich_help_panel=_PREP)] = False,
+    check_only: Annotated[bool, typer.Option(
+        "--check-only", help="Only find and check each participant's images and write the "
+        "reports (e.g. before a long cluster run); no preprocessing.",
+        rich_help_panel=_PREP)] = False,
     resolution: Annotated[float, typer.Option("--resolution", help="MNI grid voxel size in mm "
                                               "(GenBrain: 2).", rich_help_panel=_PREP)] = 2.0,
     model: Annotated[Optional[Path], typer.Option(
@@ -220,7 +224,7 @@ def bids_genbrain(
             bids_filter_file=bids_filter_file, skip_bids_validation=skip_bids_validation,
             work_dir=work_dir, nprocs=nprocs, omp_nthreads=omp_nthreads, mem_gb=mem_gb,
             seed=seed, device=device.value, derivatives=derivatives or [], model=model,
-            sloppy=sloppy, resolution=resolution, plugin=plugin,
+            sloppy=sloppy, check_only=check_only, resolution=resolution, plugin=plugin,
             plugin_args=_plugin_args(plugin_args), verbose=verbose, modality=modality,
             condition=condition or ["age", "sex"], contrast=contrast, confound=confound or [],
             n_synthetic=n_synthetic, reference_map=reference_map,

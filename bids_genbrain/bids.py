@@ -37,6 +37,24 @@ _SEX_CODES = {
 }
 
 
+def read_json_object(path: Path, expected: str) -> dict[str, Any]:
+    """Read a JSON object from ``path``; any problem is an :class:`InputError` naming the file.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+    expected : str
+        What the object should hold, for the error message.
+    """
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: not valid JSON ({exc}); fix the file") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: must hold a JSON object {expected}")
+    return data
+
+
 def strip_prefix(label: str, prefix: str) -> str:
     """Remove a BIDS entity prefix (``sub-01`` -> ``01``), leaving bare labels untouched."""
     label = str(label).strip()
@@ -73,12 +91,7 @@ def load_layout(bids_dir: Path | str, *, validate: bool = True):
         raise InputError(
             f"{desc}: missing; BIDS_DIR must be a BIDS dataset root with a dataset_description.json"
         )
-    try:
-        description = json.loads(desc.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"{desc}: not valid JSON ({exc}); fix the file") from None
-    if not isinstance(description, dict):
-        raise InputError(f"{desc}: must hold a JSON object with Name and BIDSVersion")
+    description = read_json_object(desc, "with Name and BIDSVersion")
     if validate and not {"Name", "BIDSVersion"} <= set(description):
         raise InputError(
             f"{desc}: lacks Name or BIDSVersion; add them, or pass --skip-bids-validation"
@@ -149,12 +162,7 @@ def read_filter_file(path: Path | str | None) -> dict[str, dict[str, Any]]:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: --bids-filter-file not found; give an existing JSON file")
-    try:
-        filters = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: not valid JSON ({exc}); fix the filter file") from None
-    if not isinstance(filters, dict):
-        raise InputError(f"{path}: must hold a JSON object like {{\"t1w\": {{\"session\": \"01\"}}}}")
+    filters = read_json_object(path, 'like {"t1w": {"session": "01"}}')
     unknown = sorted(set(filters) - set(queries))
     if unknown:
         raise InputError(
@@ -353,12 +361,7 @@ def read_participants(bids_dir: Path | str) -> pd.DataFrame:
     meta_path = root / "participants.json"
     meta: dict[str, Any] = {}
     if meta_path.is_file():
-        try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise InputError(f"{meta_path}: not valid JSON ({exc}); fix the sidecar") from None
-        if not isinstance(meta, dict):
-            raise InputError(f"{meta_path}: must hold a JSON object describing the columns")
+        meta = read_json_object(meta_path, "describing the columns")
 
     out = pd.DataFrame(index=pd.Index(ids.str.removeprefix("sub-").to_numpy(), name="participant"))
     out["participant_id"] = ids.to_numpy()

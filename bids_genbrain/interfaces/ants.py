@@ -3,7 +3,8 @@
 No ANTs binaries are needed: every interface calls the ANTs C++ library through antspyx in
 the node's own process. Each interface sets ITK's thread count from ``omp_nthreads`` and the
 ANTs random seed from ``seed`` before its first ANTs call, so a node on one thread is
-bit-for-bit reproducible (ITK's multi-threaded metric sums are not, by construction).
+bit-for-bit reproducible (ITK's multi-threaded metric sums are not, by construction; and
+ITK reads its thread count once per process, so the runner also sets it in the environment).
 
 Transforms follow ANTs' conventions: a *forward* transform (``from-T1w_to-MNI152NLin6Asym``)
 is what ``antsApplyTransforms`` uses to resample a native image onto the template grid
@@ -91,8 +92,9 @@ def _ants_setup(omp_nthreads: int, seed: int | None):
     import ants.config
 
     if seed is not None:
-        # sets ants.config._random_seed (passed as --random-seed) without forcing Repro types
-        ants.config.set_ants_deterministic(on=False, seed_value=int(seed))
+        # sets ants.config._random_seed (passed as --random-seed) without forcing Repro
+        # types; ANTs reads a seed of 0 as "use the clock", hence the offset
+        ants.config.set_ants_deterministic(on=False, seed_value=int(seed) + 1)
     return ants
 
 

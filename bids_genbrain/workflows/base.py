@@ -308,7 +308,8 @@ def preprocess_participant(
     """Preprocess every session of one participant, each with its own workflow.
 
     A session that fails leaves crash files under ``OUTPUT_DIR/logs/crash/sub-<label>``
-    and does not stop the other sessions. The methods boilerplate is written to
+    and does not stop the other sessions. Nipype's log goes to the terminal and to
+    ``OUTPUT_DIR/logs/pypeline.log``; the methods boilerplate to
     ``OUTPUT_DIR/logs/CITATION.md``.
 
     Parameters
@@ -331,9 +332,16 @@ def preprocess_participant(
     """
     from ..utils import atomic_write_text
 
+    from nipype import config as nipype_config
+    from nipype import logging as nipype_logging
+
     subject_id = _label(subject_id)
     output_dir = Path(output_dir)
     crash_dir = output_dir / "logs" / "crash" / f"sub-{subject_id}"
+    crash_dir.mkdir(parents=True, exist_ok=True)
+    nipype_config.update_config({"logging": {"log_directory": str(output_dir / "logs"),
+                                             "log_to_file": True}})
+    nipype_logging.update_logging(nipype_config)
     results = []
     for session_id, anat_files in sessions.items():
         start = time.monotonic()

@@ -109,6 +109,9 @@ def run_group_level(config: Config, log: RunLog) -> GroupResult:
 
     if config.contrast is None:
         raise InputError("the group level needs --contrast COLUMN (e.g. --contrast diagnosis)")
+    import torch
+
+    torch.set_num_threads(config.omp_nthreads)  # --omp-nthreads bounds the model's CPU threads
     participants = read_participants(config.bids_dir)
     conditions = list(dict.fromkeys([*config.condition, config.contrast]))
     missing = [c for c in conditions if c not in participants.columns]

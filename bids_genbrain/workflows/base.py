@@ -275,7 +275,10 @@ def run_workflow(
     })
     args: dict[str, Any] = {}
     if plugin == "MultiProc":
-        args = {"n_procs": max(1, int(n_procs)), "raise_insufficient": False}
+        # "forkserver": workers never inherit a parent's ITK thread pool (a forked copy of a
+        # process that already ran ANTs deadlocks)
+        args = {"n_procs": max(1, int(n_procs)), "raise_insufficient": False,
+                "mp_context": "forkserver"}
         if memory_gb:
             args["memory_gb"] = float(memory_gb)
     args.update(plugin_args or {})

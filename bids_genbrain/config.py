@@ -53,7 +53,7 @@ class Config:
     preset: str = "small"
     steps: int = 10000
     batch_size: int = 32
-    lr: float = 1e-4
+    lr: float | None = None
     sampling_steps: int = 50
     cfg_scale: float = 1.2
     average: int = 1
@@ -121,6 +121,10 @@ class Config:
         for name in ("n_synthetic", "steps", "batch_size", "sampling_steps", "average"):
             if getattr(self, name) < 1:
                 raise InputError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.lr is None:
+            from .model.presets import default_lr
+
+            self.lr = default_lr(self.preset, fine_tuning=self.model is not None)
         if not self.lr > 0:
             raise InputError("--lr must be positive")
         if not 0 < self.privacy_threshold <= 1:

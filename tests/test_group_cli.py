@@ -78,7 +78,7 @@ def test_group_level_end_to_end(site, tmp_path):
     table = pd.read_csv(bwas / "contrast-diagnosis_comparison.tsv", sep="\t")
     r_real = table.set_index("metric").loc["r"]
     assert sign > 0 and r_real["real"] > 0.3
-    assert r_real["real_ci_low"] < r_real["real_ci_high"]
+    assert r_real["real_ci_low"] < r_real["real"] < r_real["real_ci_high"]
     assert np.isfinite(table["synthetic"]).all()
     # synthetic cohort: its own derivatives dataset, balanced over diagnosis
     synth = pd.read_csv(out / "synthetic" / "participants.tsv", sep="\t")
@@ -89,6 +89,8 @@ def test_group_level_end_to_end(site, tmp_path):
     assert len(memo) == 16 and memo["max_r"].between(-1, 1).all()
     model = out / "group" / "model"
     assert (model / "model.safetensors").is_file() and (model / "config.json").is_file()
+    provenance = json.loads((model / "config.json").read_text())["provenance"]
+    assert provenance["train_config"]["lr"] == 1e-3  # tiny from scratch (presets.default_lr)
     report = (out / "group.html").read_text()
     assert "Trained from scratch" in report and "Memorization check" in report
     assert "Agreement with the reference map" in report

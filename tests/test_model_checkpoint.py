@@ -122,6 +122,7 @@ def test_synthetic_dataset_is_bids_and_readable_back(trained, tmp_path):
     assert side["RunSeed"] == 3 and len(side["Seeds"]) == 2 and side["Synthetic"] is True
     assert side["ModelSHA256"] == read_config(root / "model")["weights_sha256"]
     assert side["Conditions"]["sex"] == "F"
+    assert parts["seeds"].iloc[1] == ",".join(map(str, side["Seeds"]))
     # the same naming contract as real derivatives: the cohort builder reads it back
     store = build_cohort([out], tmp_path / "store", participants=parts,
                          conditions=["age"], resolution=RES, progress=False)

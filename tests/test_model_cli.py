@@ -49,7 +49,10 @@ def test_sample_writes_bids_derivatives(trained):
     parts = pd.read_csv(out / "participants.tsv", sep="\t")
     assert parts.to_dict("list") == {"participant_id": ["sub-synth0001", "sub-synth0002"],
                                      "age": [70.0, 70.0], "sex": ["F", "F"],
-                                     "modality": ["GMmod", "GMmod"]}
+                                     "modality": ["GMmod", "GMmod"],
+                                     "seeds": parts["seeds"].tolist()}
+    sidecars = json.loads((out / "participants.json").read_text())
+    assert set(sidecars) == set(parts.columns) and sidecars["sex"]["Levels"] == {"F": "F", "M": "M"}
     name = "sub-synth0001_space-MNI152NLin6Asym_res-8_label-GM_desc-modulated_probseg"
     img = nb.load(out / "sub-synth0001" / "anat" / f"{name}.nii.gz")
     shape, affine = mni_grid(RES)
@@ -59,6 +62,7 @@ def test_sample_writes_bids_derivatives(trained):
     side = json.loads((out / "sub-synth0001" / "anat" / f"{name}.json").read_text())
     config = json.loads((trained / "ckpt" / "config.json").read_text())
     assert side["ModelSHA256"] == config["weights_sha256"] and side["RunSeed"] == 4
+    assert parts["seeds"].iloc[0] == ",".join(map(str, side["Seeds"])) and len(side["Seeds"]) == 2
     desc = json.loads((out / "dataset_description.json").read_text())
     assert desc["DatasetType"] == "derivative"
 

@@ -194,9 +194,9 @@ def bids_genbrain(
                                        rich_help_panel=_GROUP)] = 10000,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Training batch size "
                                             "(paper: 32).", rich_help_panel=_GROUP)] = 32,
-    lr: Annotated[float, typer.Option("--lr", help="AdamW learning rate (paper: 1e-4; small "
-                                      "CPU runs learn faster with ~2e-3).",
-                                      rich_help_panel=_GROUP)] = 1e-4,
+    lr: Annotated[Optional[float], typer.Option(
+        "--lr", help="AdamW learning rate [default: 1e-4 to fine-tune a --model (paper), 1e-3 "
+        "from scratch]", show_default=False, rich_help_panel=_GROUP)] = None,
     sampling_steps: Annotated[int, typer.Option("--sampling-steps", help="DDIM steps.",
                                                 rich_help_panel=_GROUP)] = 50,
     cfg_scale: Annotated[float, typer.Option("--cfg-scale", help="Classifier-free guidance "

@@ -25,7 +25,7 @@ def demo(
     resolution: Annotated[float, typer.Option(help="MNI grid of the outputs in mm (the "
                                               "paper's is 2; the demo's coarse default keeps "
                                               "it to minutes on a laptop).")] = 4.0,
-    steps: Annotated[int, typer.Option(help="Training steps of the tiny model.")] = 150,
+    steps: Annotated[int, typer.Option(help="Training steps of the tiny model.")] = 500,
     n_synthetic: Annotated[int, typer.Option(help="Synthetic images to generate.")] = 24,
     nprocs: Annotated[int, typer.Option(help="Processes (0: all CPUs).")] = 0,
     seed: Annotated[int, typer.Option(help="Seed of the simulation and of both levels.")] = 0,
@@ -57,7 +57,7 @@ def demo(
             raise typer.Exit(code)
         typer.echo("[3/3] group level (tiny model trained from scratch)")
         reference = effect_path(sim.groundtruth, "GM", "diagnosis", resolution)
-        run(Config(analysis_level="group", preset="tiny", steps=steps, batch_size=8, lr=2e-3,
+        run(Config(analysis_level="group", preset="tiny", steps=steps, batch_size=8,
                    n_synthetic=n_synthetic, sampling_steps=25, condition=["age", "sex"],
                    contrast="diagnosis", reference_map=reference, **common).validate())
     except InputError as exc:

@@ -32,7 +32,9 @@ def pretrain(
     resolution: float | None = typer.Option(
         None, "--resolution", help="MNI grid in mm (default: the preset's)."),
     seed: int = typer.Option(0, "--seed", help="Seed of initialisation, data order and noise."),
-    lr: float = typer.Option(1e-4, "--lr", help="AdamW learning rate."),
+    lr: float | None = typer.Option(
+        None, "--lr", show_default=False, help="AdamW learning rate [default: 1e-4 with "
+        "--init; from scratch 1e-3 for tiny/small, 1e-4 for genbrain-b/l]."),
     checkpoint_every: int = typer.Option(500, "--checkpoint-every", min=1),
     init: Path | None = typer.Option(
         None, "--init", help="Checkpoint to fine-tune (new conditions/modalities are added "
@@ -84,6 +86,7 @@ def _run(derivatives, out, preset, steps, batch_size, modality, condition, parti
     from ..errors import InputError
     from ..model.checkpoint import read_config
     from ..model.presets import get_preset
+    from ..model.presets import default_lr
     from ..model.train import TrainConfig, fit, init_distributed, resolve_device
 
     arch = get_preset(preset)
@@ -108,6 +111,8 @@ def _run(derivatives, out, preset, steps, batch_size, modality, condition, parti
     if env.world > 1:
         dist.barrier()
     store = CohortStore(store_path)
+    if lr is None:
+        lr = default_lr(preset, fine_tuning=init is not None)
     config = TrainConfig(steps=steps, batch_size=batch_size, lr=lr,
                          checkpoint_every=checkpoint_every, seed=seed, device=device)
     fit(store, out, config, arch=arch.with_(resolution=resolution), init=init, resume=resume)

@@ -205,8 +205,9 @@ def write_synthetic_dataset(
         As in :func:`sample`.
     out : path-like
         Dataset root: ``dataset_description.json``, ``participants.tsv`` (``participant_id``
-        ``sub-synth0001`` ... and the conditions used), one image (+ JSON sidecar with seeds,
-        model sha256 and conditions) per row.
+        ``sub-synth0001`` ..., the conditions used and ``seeds``: the noise seed of each
+        averaged draw, comma-separated) with its ``participants.json`` column descriptions,
+        and one image (+ JSON sidecar with seeds, model sha256 and conditions) per row.
 
     Returns
     -------
@@ -257,10 +258,38 @@ def write_synthetic_dataset(
         write_image(img, paths[i], sidecars[i])
     participants = table.copy()
     participants.insert(0, "participant_id", ids)
+    participants["seeds"] = [",".join(map(str, meta["Seeds"])) for meta in sidecars]
     atomic_write_text(out / "participants.tsv",
                       participants.to_csv(sep="\t", index=False, na_rep="n/a"))
+    atomic_write_text(out / "participants.json",
+                      json.dumps(_participants_sidecar(bundle, participants, seed, average),
+                                 indent=2) + "\n")
     participants["path"] = [str(p.relative_to(out)) for p in paths]
     return participants
+
+
+def _participants_sidecar(bundle: GenBrain, participants: pd.DataFrame, seed: int,
+                          average: int) -> dict[str, Any]:
+    """BIDS column descriptions of a synthetic cohort's participants.tsv."""
+    specs = {c.name: c for c in bundle.conditions}
+    columns: dict[str, Any] = {
+        "participant_id": {"Description": "Synthetic participant (one generated image each)"},
+    }
+    for name in participants.columns:
+        if name in ("participant_id", "seeds"):
+            continue
+        spec = specs.get(name)
+        entry: dict[str, Any] = {"Description": "Modality the image was generated as"
+                                 if name == "modality" else
+                                 f"Value of the condition {name!r} the image was generated under"}
+        if spec is not None and spec.kind == "categorical":
+            entry["Levels"] = {str(level): str(level) for level in spec.levels}
+        columns[name] = entry
+    columns["seeds"] = {"Description": (
+        f"Seeds of the initial noise of the {average} DDIM draw(s) averaged into the image, "
+        f"comma-separated; derived from the run seed {seed} and the row, so one image can be "
+        "regenerated alone (bids_genbrain.model.diffusion.sample_seed)")}
+    return columns
 
 
 def _same_sidecar(path: Path, meta: Mapping[str, Any]) -> bool:

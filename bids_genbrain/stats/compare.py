@@ -16,7 +16,14 @@ Metrics (all over the voxels finite in both maps):
 
 :func:`bootstrap_comparison` resamples the participants of the real sample with replacement
 (within each group for a two-group contrast), refits the GLM chunked for each draw, and
-reports percentile intervals of every metric.
+reports a normal (standard) bootstrap interval of every metric: the full-sample estimate plus
+or minus ``z`` bootstrap standard errors, on Fisher's z scale for ``r`` and clipped to [0, 1]
+for the Dice coefficients. Percentile intervals are wrong for these metrics: a resampled
+participant list repeats people, which adds noise to each replicate's map, so every replicate
+agrees less with the reference than the full sample does and the percentile interval can lie
+entirely below the estimate (measured: r 0.369, percentile interval [0.200, 0.336] at N = 80).
+The spread of the replicates is still a usable standard error (Efron & Tibshirani 1993,
+ch. 13); the percentiles stay available in :attr:`BootstrapResult.replicates`.
 """
 
 from __future__ import annotations
@@ -176,8 +183,9 @@ class BootstrapResult:
     Attributes
     ----------
     summary : pandas.DataFrame
-        Index :data:`METRICS`; columns ``estimate`` (full sample), ``ci_low``, ``ci_high``
-        (percentile interval) and ``n_boot`` (draws with a finite value).
+        Index :data:`METRICS`; columns ``estimate`` (full sample), ``se`` (bootstrap standard
+        error, on Fisher's z scale for ``r``), ``ci_low``, ``ci_high`` (normal interval, see
+        :func:`normal_interval`) and ``n_boot`` (draws with a finite value).
     replicates : pandas.DataFrame, shape (n_boot, len(METRICS))
         Metrics of every draw.
     indices : ndarray of int, shape (n_boot, n_participants)
@@ -191,6 +199,45 @@ class BootstrapResult:
     replicates: pd.DataFrame
     indices: np.ndarray
     n_redrawn: int
+
+
+def normal_interval(metric: str, estimate: float, replicates: ArrayLike,
+                    ci: float = 0.95) -> tuple[float, float, float]:
+    """Normal bootstrap interval of one comparison metric, centred on the estimate.
+
+    ``r`` is handled on Fisher's z scale (``arctanh``), where its sampling distribution is
+    close to normal, and transformed back; Dice coefficients on their own scale, clipped to
+    [0, 1].
+
+    Parameters
+    ----------
+    metric : str
+        One of :data:`METRICS`.
+    estimate : float
+        Full-sample value.
+    replicates : array-like, shape (n_boot,)
+        Bootstrap values (non-finite ones are ignored).
+    ci : float
+        Coverage.
+
+    Returns
+    -------
+    se, low, high : float
+        Bootstrap standard error (on the z scale for ``r``) and the interval; NaN when the
+        estimate is not finite or fewer than two replicates are.
+    """
+    values = np.asarray(replicates, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    if not np.isfinite(estimate) or values.size < 2:
+        return math.nan, math.nan, math.nan
+    z = stats.norm.ppf(0.5 + ci / 2.0)
+    if metric == "r":
+        limit = 1.0 - 1e-12
+        centre = np.arctanh(np.clip(estimate, -limit, limit))
+        se = float(np.std(np.arctanh(np.clip(values, -limit, limit)), ddof=1))
+        return se, float(np.tanh(centre - z * se)), float(np.tanh(centre + z * se))
+    se = float(np.std(values, ddof=1))
+    return se, max(0.0, estimate - z * se), min(1.0, estimate + z * se)
 
 
 def _draw(rng: np.random.Generator, strata: list[np.ndarray]) -> np.ndarray:
@@ -243,7 +290,7 @@ def bootstrap_comparison(
     n_boot : int
         Number of bootstrap draws.
     ci : float
-        Coverage of the percentile interval.
+        Coverage of the interval (:func:`normal_interval`).
     threshold, top_fraction
         See :func:`compare_maps`.
     seed : int
@@ -302,11 +349,12 @@ def bootstrap_comparison(
         draws.append(draw)
         values.append(compare(design, draw))
     replicates = pd.DataFrame(values, columns=list(METRICS))
-    tail = (1.0 - ci) / 2.0
+    intervals = {m: normal_interval(m, estimate[m], replicates[m], ci) for m in METRICS}
     summary = pd.DataFrame({
         "estimate": pd.Series(estimate),
-        "ci_low": replicates.quantile(tail),
-        "ci_high": replicates.quantile(1.0 - tail),
+        "se": pd.Series({m: v[0] for m, v in intervals.items()}),
+        "ci_low": pd.Series({m: v[1] for m, v in intervals.items()}),
+        "ci_high": pd.Series({m: v[2] for m, v in intervals.items()}),
         "n_boot": replicates.notna().sum(),
     }).loc[list(METRICS)]
     summary.index.name = "metric"

@@ -67,3 +67,47 @@ def test_participant_level_preprocesses_simulated_dataset(sim_small, tmp_path):
     stamp = (out / "sub-01" / "anat" / f"sub-01_{EXPECTED[0]}").stat().st_mtime_ns
     proc = run_app(*args, check_code=0)
     assert (out / "sub-01" / "anat" / f"sub-01_{EXPECTED[0]}").stat().st_mtime_ns >= stamp
+
+
+def test_multisession_dataset_with_a_broken_participant(tmp_path):
+    """Two subjects with two sessions each, and a third whose T1w is a truncated file: the
+    sessions are processed separately into ses- folders, each close to its own truth; the
+    broken participant fails alone (exit 1, named on stderr and in the summary)."""
+    import shutil
+
+    from bids_genbrain.simulate import SimulationConfig, simulate_dataset
+
+    sim = simulate_dataset(tmp_path / "bids", SimulationConfig.fast(
+        n_subjects=3, n_sessions=2, modalities=("T1w",), seed=4))
+    broken = sim.root / "sub-03" / "ses-2" / "anat" / "sub-03_ses-2_T1w.nii.gz"
+    broken.write_bytes(broken.read_bytes()[:2000])  # a download cut short
+    shutil.rmtree(sim.root / "sub-03" / "ses-1")
+    before = tree_digest(sim.root)
+    out = tmp_path / "out"
+    proc = run_app(sim.root, out, "participant", "--sloppy", "--resolution", "4", "--nprocs",
+                   "2", "--omp-nthreads", "1", "-w", tmp_path / "work", check_code=1)
+    assert "sub-03" in proc.stderr and "sub-03_ses-2_T1w.nii.gz" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert tree_digest(sim.root) == before, "the input dataset was modified"
+    summary = pd.read_csv(out / "participant_summary.tsv", sep="\t").set_index("participant_id")
+    assert summary.loc["sub-03", "status"] == "failed"
+    assert (summary.loc[["sub-01", "sub-02"], "status"] == "ok").all()
+
+    layout = BIDSLayout(out, validate=True, is_derivative=True)
+    assert layout.get_sessions(subject="01") == ["1", "2"]
+    mask = brain_mask(4)
+    for sub in ("01", "02"):
+        report = (out / f"sub-{sub}.html").read_text()
+        for ses in ("1", "2"):
+            anat = out / f"sub-{sub}" / f"ses-{ses}" / "anat"
+            for name in EXPECTED:
+                if "FLAIR" not in name:
+                    assert (anat / f"sub-{sub}_ses-{ses}_{name}").is_file(), name
+            assert f"ses-{ses}" in report
+            gm = np.asanyarray(nb.load(
+                anat / f"sub-{sub}_ses-{ses}_space-MNI152NLin6Asym_res-4_label-GM_probseg.nii.gz"
+            ).dataobj)[mask]
+            truth = load_ground_truth(sim.groundtruth, sub, ses, "T1w").tissue["GM"][mask]
+            r = np.corrcoef(gm, truth)[0, 1]
+            assert r > 0.7, (sub, ses, r)
+        assert not (out / f"sub-{sub}" / "anat").exists()

@@ -92,7 +92,8 @@ def write_group_report(config: Config, result, *, store, synth_store, kept: np.n
             sections.append(Section(
                 "Agreement with the reference map", tables=[result.comparison],
                 text="Pearson r and Dice of the d maps with --reference-map; the real map's "
-                     "interval is a bootstrap over participants."))
+                     "95 % interval is a normal bootstrap interval over its participants "
+                     "(estimate +- 1.96 bootstrap standard errors, Fisher z scale for r)."))
 
         loss_png = result.model_dir / "loss.png"
         sections.append(Section("Training", figures=[loss_png] if loss_png.is_file() else [],

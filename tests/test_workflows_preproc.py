@@ -239,3 +239,27 @@ def test_simulated_participant_matches_ground_truth(sim_small, tmp_path):
     true_volumes = sim_small.table.set_index("participant_id").loc["sub-01"]
     assert qc["tiv_ml"] == pytest.approx(true_volumes["icv_ml"], rel=0.1)
     assert qc["gm_ml"] == pytest.approx(true_volumes["gm_ml"], rel=0.1)
+
+
+def test_nipype_console_quiet_but_logged_to_file(tmp_path):
+    import logging
+
+    from nipype import config as nipype_config
+    from nipype import logging as nipype_logging
+
+    from bids_genbrain.workflows.base import _quiet_nipype_console
+
+    nipype_config.update_config({"logging": {"log_directory": str(tmp_path),
+                                             "log_to_file": True}})
+    nipype_logging.update_logging(nipype_config)
+    _quiet_nipype_console()
+    logger = logging.getLogger("nipype.workflow")
+    handlers = logger.handlers + logging.getLogger("nipype").handlers  # it propagates
+    consoles = [h for h in handlers if type(h) is logging.StreamHandler]
+    files = [h for h in handlers if type(h) is not logging.StreamHandler]
+    assert consoles and all(h.level >= logging.WARNING for h in consoles)
+    assert files and all(h.level <= logging.INFO for h in files)
+    logger.info("node-by-node detail")
+    for handler in files:
+        handler.flush()
+    assert "node-by-node detail" in (tmp_path / "pypeline.log").read_text()

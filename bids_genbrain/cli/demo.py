@@ -25,7 +25,7 @@ def demo(
     resolution: Annotated[float, typer.Option(help="MNI grid of the outputs in mm (the "
                                               "paper's is 2; the demo's coarse default keeps "
                                               "it to minutes on a laptop).")] = 4.0,
-    steps: Annotated[int, typer.Option(help="Training steps of the tiny model.")] = 500,
+    steps: Annotated[int, typer.Option(help="Training steps of the tiny model.")] = 1000,
     n_synthetic: Annotated[int, typer.Option(help="Synthetic images to generate.")] = 24,
     nprocs: Annotated[int, typer.Option(help="Processes (0: all CPUs).")] = 0,
     seed: Annotated[int, typer.Option(help="Seed of the simulation and of both levels.")] = 0,

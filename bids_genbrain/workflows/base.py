@@ -34,6 +34,15 @@ MODALITIES = ("T1w", "T2w", "FLAIR")
 """Contrasts preprocessed, in order of preference for the reference image."""
 
 
+def _quiet_nipype_console(level: int = logging.WARNING) -> None:
+    """Raise the level of nipype's terminal handlers (node-by-node INFO lines drown the
+    progress bar); its file handler keeps every record in ``logs/pypeline.log``."""
+    for name in ("nipype", "nipype.workflow", "nipype.interface", "nipype.utils"):
+        for handler in logging.getLogger(name).handlers:
+            if type(handler) is logging.StreamHandler:
+                handler.setLevel(level)
+
+
 def _label(value: str | None) -> str | None:
     if value is None:
         return None
@@ -345,6 +354,7 @@ def preprocess_participant(
     nipype_config.update_config({"logging": {"log_directory": str(output_dir / "logs"),
                                              "log_to_file": True}})
     nipype_logging.update_logging(nipype_config)
+    _quiet_nipype_console()
     results = []
     for session_id, anat_files in sessions.items():
         start = time.monotonic()

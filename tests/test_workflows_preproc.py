@@ -247,12 +247,12 @@ def test_nipype_console_quiet_but_logged_to_file(tmp_path):
     from nipype import config as nipype_config
     from nipype import logging as nipype_logging
 
-    from bids_genbrain.workflows.base import _quiet_nipype_console
+    from bids_genbrain.workflows.quiet_workers import quiet_nipype_console
 
     nipype_config.update_config({"logging": {"log_directory": str(tmp_path),
                                              "log_to_file": True}})
     nipype_logging.update_logging(nipype_config)
-    _quiet_nipype_console()
+    quiet_nipype_console()
     logger = logging.getLogger("nipype.workflow")
     handlers = logger.handlers + logging.getLogger("nipype").handlers  # it propagates
     consoles = [h for h in handlers if type(h) is logging.StreamHandler]

@@ -10,6 +10,7 @@ BIDS-App's participant level calls.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -25,6 +26,7 @@ from .. import __version__
 from ..derivatives import bids_uri
 from ..interfaces.qc import QCMetrics
 from ..templates import TEMPLATE, get_template
+from . import quiet_workers
 from .anat import init_anat_wf, init_coreg_wf
 from .outputs import init_anat_reports_wf, init_ds_anat_wf, output_paths
 
@@ -32,15 +34,6 @@ LOGGER = logging.getLogger(__name__)
 
 MODALITIES = ("T1w", "T2w", "FLAIR")
 """Contrasts preprocessed, in order of preference for the reference image."""
-
-
-def _quiet_nipype_console(level: int = logging.WARNING) -> None:
-    """Raise the level of nipype's terminal handlers (node-by-node INFO lines drown the
-    progress bar); its file handler keeps every record in ``logs/pypeline.log``."""
-    for name in ("nipype", "nipype.workflow", "nipype.interface", "nipype.utils"):
-        for handler in logging.getLogger(name).handlers:
-            if type(handler) is logging.StreamHandler:
-                handler.setLevel(level)
 
 
 def _label(value: str | None) -> str | None:
@@ -288,6 +281,7 @@ def run_workflow(
         # process that already ran ANTs deadlocks)
         args = {"n_procs": max(1, int(n_procs)), "raise_insufficient": False,
                 "mp_context": "forkserver"}
+        multiprocessing.set_forkserver_preload(["__main__", quiet_workers.__name__])
         if memory_gb:
             args["memory_gb"] = float(memory_gb)
     args.update(plugin_args or {})
@@ -354,7 +348,7 @@ def preprocess_participant(
     nipype_config.update_config({"logging": {"log_directory": str(output_dir / "logs"),
                                              "log_to_file": True}})
     nipype_logging.update_logging(nipype_config)
-    _quiet_nipype_console()
+    quiet_workers.quiet_nipype_console()
     results = []
     for session_id, anat_files in sessions.items():
         start = time.monotonic()

@@ -139,9 +139,13 @@ def evaluate(n: int, sim, out: Path, args: argparse.Namespace, timings: dict) ->
     memo = pd.read_csv(bwas / "memorization.tsv", sep="\t")
     loss = pd.read_csv(out / "group" / "model" / "loss.tsv", sep="\t")["loss"]
     groups = sim.table["diagnosis"].value_counts()
+    descs = ("real",) if args.real_only else ("real", "synthetic")
+    paths = {desc: bwas / (STATMAP.format(res=_res_label(args.resolution), desc=desc)
+                           + ".nii.gz") for desc in descs}
+    synthetic_real_r = (math.nan if args.real_only
+                        else maps_correlation(paths["real"], paths["synthetic"]))
     rows = []
-    for desc in ("real",) if args.real_only else ("real", "synthetic"):
-        path = bwas / (STATMAP.format(res=_res_label(args.resolution), desc=desc) + ".nii.gz")
+    for desc, path in paths.items():
         levels = json.loads(path.with_name(path.name.replace(".nii.gz", ".json"))
                             .read_text())["Levels"]
         inside, outside = region_means(path, region)
@@ -160,10 +164,7 @@ def evaluate(n: int, sim, out: Path, args: argparse.Namespace, timings: dict) ->
             "n_synthetic_kept": int((~memo["flagged"]).sum()),
             "synthetic_median_max_r": float(memo["max_r"].median()),
             "final_loss": float(loss.tail(10).mean()),
-            "synthetic_real_d_r": maps_correlation(
-                *(bwas / (STATMAP.format(res=_res_label(args.resolution), desc=d) + ".nii.gz")
-                  for d in ("real", "synthetic")))
-            if not args.real_only else math.nan,
+            "synthetic_real_d_r": synthetic_real_r,
             "simulate_s": round(timings["simulate"], 1), "group_s": round(timings["group"], 1),
             "truth_description": truth_meta.get("Description", ""),
         })

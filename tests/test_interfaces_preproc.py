@@ -260,6 +260,5 @@ def test_template_registration_is_reproducible_and_recovers_the_truth(tmp_path):
     np.testing.assert_array_equal(maps[0], maps[1])
     # 4 mm sloppy registration of a 3 mm image with a 3 mm warp: ~2.2 mm measured
     assert displacement_error([res.outputs.forward_transform], truth, 4.0, tmp_path).mean() < 3.0
-    mask = np.asanyarray(nb.load(res.outputs.brain_mask).dataobj) > 0
-    assert mask.any() and set(np.unique(np.asanyarray(nb.load(res.outputs.brain_mask).dataobj))) \
-        <= {0, 1}
+    mask = np.asanyarray(nb.load(res.outputs.brain_mask).dataobj)
+    assert (mask > 0).any() and set(np.unique(mask)) <= {0, 1}

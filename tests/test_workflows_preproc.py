@@ -244,15 +244,9 @@ def test_simulated_participant_matches_ground_truth(sim_small, tmp_path):
 def test_nipype_console_quiet_but_logged_to_file(tmp_path):
     import logging
 
-    from nipype import config as nipype_config
-    from nipype import logging as nipype_logging
+    from bids_genbrain.workflows.logs import log_nipype_to
 
-    from bids_genbrain.workflows.quiet_workers import quiet_nipype_console
-
-    nipype_config.update_config({"logging": {"log_directory": str(tmp_path),
-                                             "log_to_file": True}})
-    nipype_logging.update_logging(nipype_config)
-    quiet_nipype_console()
+    log_nipype_to(tmp_path)
     logger = logging.getLogger("nipype.workflow")
     handlers = logger.handlers + logging.getLogger("nipype").handlers  # it propagates
     consoles = [h for h in handlers if type(h) is logging.StreamHandler]

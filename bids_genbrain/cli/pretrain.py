@@ -85,8 +85,7 @@ def _run(derivatives, out, preset, steps, batch_size, modality, condition, parti
     from ..cohort import CohortStore, build_cohort
     from ..errors import InputError
     from ..model.checkpoint import read_config
-    from ..model.presets import get_preset
-    from ..model.presets import default_lr
+    from ..model.presets import default_lr, get_preset
     from ..model.train import TrainConfig, fit, init_distributed, resolve_device
 
     arch = get_preset(preset)

@@ -26,7 +26,7 @@ from .. import __version__
 from ..derivatives import bids_uri
 from ..interfaces.qc import QCMetrics
 from ..templates import TEMPLATE, get_template
-from . import quiet_workers
+from . import logs
 from .anat import init_anat_wf, init_coreg_wf
 from .outputs import init_anat_reports_wf, init_ds_anat_wf, output_paths
 
@@ -281,7 +281,7 @@ def run_workflow(
         # process that already ran ANTs deadlocks)
         args = {"n_procs": max(1, int(n_procs)), "raise_insufficient": False,
                 "mp_context": "forkserver"}
-        multiprocessing.set_forkserver_preload(["__main__", quiet_workers.__name__])
+        multiprocessing.set_forkserver_preload(["__main__", logs.__name__])
         if memory_gb:
             args["memory_gb"] = float(memory_gb)
     args.update(plugin_args or {})
@@ -314,8 +314,8 @@ def preprocess_participant(
     """Preprocess every session of one participant, each with its own workflow.
 
     A session that fails leaves crash files under ``OUTPUT_DIR/logs/crash/sub-<label>``
-    and does not stop the other sessions. Nipype's log goes to the terminal and to
-    ``OUTPUT_DIR/logs/pypeline.log``; the methods boilerplate to
+    and does not stop the other sessions. Nipype's log goes to
+    ``OUTPUT_DIR/logs/pypeline.log`` (warnings also to the terminal); the methods boilerplate to
     ``OUTPUT_DIR/logs/CITATION.md``.
 
     Parameters
@@ -338,17 +338,11 @@ def preprocess_participant(
     """
     from ..utils import atomic_write_text
 
-    from nipype import config as nipype_config
-    from nipype import logging as nipype_logging
-
     subject_id = _label(subject_id)
     output_dir = Path(output_dir)
     crash_dir = output_dir / "logs" / "crash" / f"sub-{subject_id}"
     crash_dir.mkdir(parents=True, exist_ok=True)
-    nipype_config.update_config({"logging": {"log_directory": str(output_dir / "logs"),
-                                             "log_to_file": True}})
-    nipype_logging.update_logging(nipype_config)
-    quiet_workers.quiet_nipype_console()
+    logs.log_nipype_to(output_dir / "logs")
     results = []
     for session_id, anat_files in sessions.items():
         start = time.monotonic()

@@ -128,3 +128,18 @@ def test_synthetic_conditions_from_tsv(site, tmp_path):
     synth = pd.read_csv(tmp_path / "out" / "synthetic" / "participants.tsv", sep="\t")
     assert list(synth["age"]) == [45, 72, 60, 50, 66, 58]
     assert list(synth["diagnosis"]) == ["AD", "CN", "CN", "AD", "AD", "CN"]
+
+
+def test_group_level_fine_tunes_a_checkpoint(site, tmp_path):
+    """--model: the site's checkpoint of a first run is fine-tuned (lr 1e-4, parent recorded)."""
+    first = tmp_path / "first"
+    assert run_group(site, first).returncode == 0
+    parent = first / "group" / "model"
+    out = tmp_path / "tuned"
+    proc = run_group(site, out, "--model", str(parent))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    provenance = json.loads((out / "group" / "model" / "config.json").read_text())["provenance"]
+    assert provenance["parent"]["path"] == str(parent.resolve())
+    assert provenance["train_config"]["lr"] == 1e-4  # presets.FINE_TUNING_LR
+    report = (out / "group.html").read_text()
+    assert f"Fine-tuned from {parent}" in report and "Trained from scratch" not in report

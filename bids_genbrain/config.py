@@ -35,7 +35,7 @@ class Config:
     seed: int = 42
     device: str = "auto"
     derivatives: list[Path] = field(default_factory=list)
-    model: Path | None = None
+    model: Path | str | None = None
     sloppy: bool = False
     check_only: bool = False
     resolution: float = 2.0
@@ -100,7 +100,11 @@ class Config:
         )
         if self.bids_dir in self.work_dir.parents and "derivatives" not in self.work_dir.parts:
             raise InputError(f"{self.work_dir}: --work-dir must not be inside BIDS_DIR")
-        for name in ("bids_filter_file", "model", "reference_map", "synthetic_conditions"):
+        if self.model is not None:  # a folder or URL, fetched, hash/grid/mask checked
+            from .model.fetch import resolve_model
+
+            self.model = resolve_model(self.model)
+        for name in ("bids_filter_file", "reference_map", "synthetic_conditions"):
             value = getattr(self, name)
             if value is not None:
                 path = Path(value).expanduser().resolve()

@@ -110,7 +110,9 @@ def run_log(output_dir: Path, level: str, config: dict[str, Any], seed: int) -> 
         log.record["status"] = f"aborted: {type(exc).__name__}: {exc}"
         if not isinstance(exc, InputError):
             log.record["traceback"] = traceback.format_exc()
-            logging.getLogger("bids_genbrain").error("run aborted", exc_info=True)
+            # the file log gets the traceback; the terminal shows the CLI's one-line error
+            logging.getLogger("bids_genbrain").error("run aborted", exc_info=True,
+                                                     extra={"console": False})
         raise
     finally:
         log.record["finished"] = datetime.now(timezone.utc).isoformat()

@@ -7,6 +7,7 @@ take several values after one flag (``--participant-label 01 02``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
@@ -18,7 +19,7 @@ import typer
 
 from .. import __version__
 from ..config import Config
-from ..errors import InputError
+from ..errors import InputError, disk_full
 
 LOGGER = logging.getLogger("bids_genbrain")
 
@@ -86,7 +87,9 @@ def _setup_console_logging(verbose: int) -> None:
     console = logging.StreamHandler()
     console.setLevel(logging.WARNING - 10 * min(verbose, 2))
     console.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    console.addFilter(lambda record: getattr(record, "console", True))
     root = logging.getLogger()
+    logging.raiseExceptions = False  # a log that cannot be written (full disk) is no traceback
     root.addHandler(console)
     root.setLevel(min(logging.INFO, console.level))
 
@@ -164,9 +167,11 @@ def bids_genbrain(
         rich_help_panel=_PREP)] = False,
     resolution: Annotated[float, typer.Option("--resolution", help="MNI grid voxel size in mm "
                                               "(GenBrain: 2).", rich_help_panel=_PREP)] = 2.0,
-    model: Annotated[Optional[Path], typer.Option(
-        "--model", help="GenBrain checkpoint folder to fine-tune; without it a model is trained "
-        "from scratch on the site.", rich_help_panel=_GROUP)] = None,
+    model: Annotated[Optional[str], typer.Option(
+        "--model", help="GenBrain checkpoint to fine-tune: a folder, or an http(s)/file URL of "
+        "a folder or archive (fetched once into the cache), optionally pinned with "
+        "'#sha256=<weights sha256>'; without it a model is trained from scratch on the site.",
+        rich_help_panel=_GROUP)] = None,
     modality: Annotated[str, typer.Option("--modality", help="Map to model: GMmod (modulated "
                                           "GM, VBM), GM, T1w, T2w, FLAIR or a derivative's desc.",
                                           rich_help_panel=_GROUP)] = "GMmod",
@@ -242,6 +247,10 @@ def bids_genbrain(
         raise typer.Exit(130) from None
     except Exception as exc:  # noqa: BLE001 - the traceback goes to the log, not the terminal
         LOGGER.debug("unexpected error", exc_info=True)
+        full = disk_full(exc)
+        if full is not None:
+            typer.echo(f"bids_genbrain: error: {full}", err=True)
+            raise typer.Exit(1) from None
         logs = Path(output_dir).resolve() / "logs"
         typer.echo(f"bids_genbrain: error: {type(exc).__name__}: {exc} (traceback in {logs})",
                    err=True)
@@ -262,10 +271,16 @@ def run(config: Config) -> int:
     int
         0 on success, 1 when some participant failed.
     """
+    from ..locking import exclusive_lock
     from ..runlog import run_log
 
     config.output_dir.mkdir(parents=True, exist_ok=True)
-    with run_log(config.output_dir, config.analysis_level, config.to_dict(), config.seed) as log:
+    with contextlib.ExitStack() as stack:
+        if config.analysis_level == "group":  # one group level per OUTPUT_DIR at a time
+            stack.enter_context(exclusive_lock(config.output_dir / "group" / ".lock",
+                                               f"a group-level run on {config.output_dir}"))
+        log = stack.enter_context(run_log(config.output_dir, config.analysis_level,
+                                          config.to_dict(), config.seed))
         if config.analysis_level == "participant":
             from ..participant import run_participant_level
 

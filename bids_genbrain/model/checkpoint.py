@@ -4,8 +4,10 @@ Loading never runs code: weights are safetensors, everything else is JSON. ``con
 the architecture, the diffusion schedule, the voxel mask reference (grid + sha256 of the mask),
 the conditions with their encodings, the modality names and their normalisation, the preset, the
 training provenance and the sha256 of the weights file. A checkpoint whose weights do not hash to
-the recorded value, whose mask differs from this installation's template mask, or whose tensors
-do not fit the architecture is refused with a :class:`CheckpointError`.
+the recorded value (or to an optional ``SHA256SUMS``), whose grid or mask differs from this
+installation's template, or whose tensors do not fit the architecture is refused with a
+:class:`CheckpointError`. Checkpoints from elsewhere (URLs, archives) are fetched and cached by
+:mod:`bids_genbrain.model.fetch`.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ FORMAT_VERSION = 1
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 CARD = "README.md"
+SUMS = "SHA256SUMS"
 
 
 class CheckpointError(InputError):
@@ -210,6 +213,83 @@ def read_config(folder: Path | str) -> dict[str, Any]:
     return config
 
 
+def _check_sums(folder: Path) -> None:
+    """Verify the files listed in the folder's SHA256SUMS (``sha256sum`` format), if any."""
+    sums = folder / SUMS
+    if not sums.is_file():
+        return
+    for number, line in enumerate(sums.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        digest, _, name = line.strip().partition(" ")
+        name = name.strip().lstrip("*")
+        path = folder / name
+        if not name or Path(name).is_absolute() or ".." in Path(name).parts:
+            raise CheckpointError(f"{sums}: line {number} is not '<sha256>  <file>'")
+        if not path.is_file():
+            raise CheckpointError(f"{sums}: lists {name}, which the checkpoint lacks; copy it "
+                                  "again")
+        if sha256_file(path) != digest.lower():
+            raise CheckpointError(f"{path}: sha256 differs from {SUMS}; the checkpoint was "
+                                  "modified or partly copied; copy it again")
+
+
+def verify_checkpoint(folder: Path | str) -> dict[str, Any]:
+    """Check a checkpoint folder without building its network.
+
+    Checks that the weights hash to ``config.json``'s ``weights_sha256``, that files listed
+    in an optional ``SHA256SUMS`` match, that the grid is this installation's
+    MNI152NLin6Asym grid at the checkpoint's resolution, and that the brain mask is the
+    template mask.
+
+    Parameters
+    ----------
+    folder : path-like
+
+    Returns
+    -------
+    dict
+        The checked ``config.json``.
+
+    Raises
+    ------
+    CheckpointError
+        The first mismatch, in one line naming the file and the fix.
+    """
+    folder = Path(folder)
+    config = read_config(folder)
+    digest = sha256_file(folder / WEIGHTS)
+    if digest != config.get("weights_sha256"):
+        raise CheckpointError(
+            f"{folder / WEIGHTS}: sha256 {digest[:12]}... differs from config.json's "
+            f"{str(config.get('weights_sha256'))[:12]}...; the checkpoint was modified or "
+            "partly written; copy it again"
+        )
+    _check_sums(folder)
+    try:
+        resolution = float(config["architecture"]["resolution"])
+        mask_ref = dict(config["mask"])
+        shape = tuple(int(n) for n in mask_ref["shape"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{folder / CONFIG}: malformed ({exc})") from None
+    want, _ = mni_grid(resolution)
+    if mask_ref.get("space") != TEMPLATE or shape != tuple(want):
+        raise CheckpointError(
+            f"{folder}: trained on grid {mask_ref.get('space')} {shape} at {resolution:g} mm, "
+            f"not this installation's {TEMPLATE} {tuple(want)}; use a checkpoint of the "
+            f"{TEMPLATE} grid"
+        )
+    mask = brain_mask(resolution)
+    if mask_sha256(mask) != mask_ref.get("sha256"):
+        raise CheckpointError(
+            f"{folder}: trained on a different brain mask ({mask_ref.get('template_source')}, "
+            f"{mask_ref.get('n_voxels')} voxels at {resolution:g} mm) than this "
+            f"installation's ({template_source()}, {int(mask.sum())} voxels); use the same "
+            "templates (GENBRAIN_TEMPLATES) as for training"
+        )
+    return config
+
+
 def load_checkpoint(folder: Path | str, device: str | torch.device = "cpu") -> GenBrain:
     """Load a checkpoint folder, refusing anything that does not match.
 
@@ -226,34 +306,17 @@ def load_checkpoint(folder: Path | str, device: str | torch.device = "cpu") -> G
     Raises
     ------
     CheckpointError
-        Weights hash differs from ``config.json`` (tampered or partly written), the mask
-        differs from this installation's template mask, or tensors do not fit the architecture.
+        See :func:`verify_checkpoint`; or tensors that do not fit the architecture.
     """
     folder = Path(folder)
-    config = read_config(folder)
-    digest = sha256_file(folder / WEIGHTS)
-    if digest != config.get("weights_sha256"):
-        raise CheckpointError(
-            f"{folder / WEIGHTS}: sha256 {digest[:12]}... differs from config.json's "
-            f"{str(config.get('weights_sha256'))[:12]}...; the checkpoint was modified or "
-            "partly written; copy it again"
-        )
+    config = verify_checkpoint(folder)
     try:
         arch = ModelConfig.from_dict(config["architecture"])
         conditions = [ConditionSpec.from_dict(c) for c in config["conditions"]]
         diffusion = DiffusionConfig(**config["diffusion"])
-        mask_ref = config["mask"]
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{folder / CONFIG}: malformed ({exc})") from None
-    mask = brain_mask(arch.resolution)
-    if mask_sha256(mask) != mask_ref.get("sha256"):
-        raise CheckpointError(
-            f"{folder}: trained on a different brain mask ({mask_ref.get('template_source')}, "
-            f"{mask_ref.get('n_voxels')} voxels at {arch.resolution:g} mm) than this "
-            f"installation's ({template_source()}, {int(mask.sum())} voxels); use the same "
-            "templates (GENBRAIN_TEMPLATES) as for training"
-        )
-    model = build_model(arch, conditions, mask)
+    model = build_model(arch, conditions, brain_mask(arch.resolution))
     try:
         state = load_file(str(folder / WEIGHTS))
         model.load_state_dict(state, strict=True)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import tempfile
 from pathlib import Path
 
 import nibabel as nb
@@ -178,21 +179,50 @@ def _fallback_name(resolution: float, suffix: str, label: str | None) -> str:
     return "_".join(ents) + f"_{suffix}.nii.gz"
 
 
+def _template_caches() -> list[Path]:
+    """Folders of derived template files, in lookup order.
+
+    The project cache first; then a per-user temporary folder, written when the cache is
+    read-only (a container image's prebuilt cache, a shared cluster install).
+    """
+    user = Path(tempfile.gettempdir()) / f"bids_genbrain-{os.getuid()}" / "templates"
+    return [cache_dir() / "templates", user]
+
+
+def _cached_template(folder: str, name: str) -> Path | None:
+    for root in _template_caches():
+        if _valid_image(root / folder / name):
+            return root / folder / name
+    return None
+
+
+def _writable_folder(folder: str) -> Path:
+    for root in _template_caches():
+        try:
+            (root / folder).mkdir(parents=True, exist_ok=True)
+        except OSError:
+            continue
+        if os.access(root / folder, os.W_OK):
+            return root / folder
+    raise TemplateError(f"no writable folder for derived templates ({_template_caches()}); "
+                        "set GENBRAIN_CACHE_DIR to a writable folder")
+
+
 def _fallback_get(resolution: float, suffix: str, label: str | None) -> Path:
-    folder = cache_dir() / "templates" / f"fallback-v2-res-{_res_label(resolution)}"
-    target = folder / _fallback_name(resolution, suffix, label)
-    if _valid_image(target):
-        return target
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = f"fallback-v2-res-{_res_label(resolution)}"
+    found = _cached_template(folder, _fallback_name(resolution, suffix, label))
+    if found is not None:
+        return found
+    target = _writable_folder(folder)
     _, affine = mni_grid(resolution)
     for (suf, lab), arr in _fallback_arrays(resolution).items():
         img = nb.Nifti1Image(arr, affine)
         img.header.set_xyzt_units("mm")
         img.header.set_qform(affine, code=4)
         img.header.set_sform(affine, code=4)
-        with atomic_path(folder / _fallback_name(resolution, suf, lab)) as tmp:
+        with atomic_path(target / _fallback_name(resolution, suf, lab)) as tmp:
             img.to_filename(tmp)
-    return target
+    return target / _fallback_name(resolution, suffix, label)
 
 
 def _resampled_tf_get(resolution: float, suffix: str, label: str | None) -> Path | None:
@@ -200,18 +230,19 @@ def _resampled_tf_get(resolution: float, suffix: str, label: str | None) -> Path
     source = _templateflow_get(1, suffix, label)
     if source is None:
         return None
-    folder = cache_dir() / "templates" / f"templateflow-v2-res-{_res_label(resolution)}"
-    target = folder / _fallback_name(resolution, suffix, label)
-    if not _valid_image(target):
-        folder.mkdir(parents=True, exist_ok=True)
-        order = 0 if suffix == "mask" else 1
-        arr = _resample_to_grid(nb.load(source), resolution, order=order)
-        if suffix == "mask":
-            arr = (arr > 0.5).astype(np.uint8)
-        img = nb.Nifti1Image(arr.astype(np.float32 if suffix != "mask" else np.uint8),
-                             mni_grid(resolution)[1])
-        with atomic_path(target) as tmp:
-            img.to_filename(tmp)
+    folder = f"templateflow-v2-res-{_res_label(resolution)}"
+    found = _cached_template(folder, _fallback_name(resolution, suffix, label))
+    if found is not None:
+        return found
+    target = _writable_folder(folder) / _fallback_name(resolution, suffix, label)
+    order = 0 if suffix == "mask" else 1
+    arr = _resample_to_grid(nb.load(source), resolution, order=order)
+    if suffix == "mask":
+        arr = (arr > 0.5).astype(np.uint8)
+    img = nb.Nifti1Image(arr.astype(np.float32 if suffix != "mask" else np.uint8),
+                         mni_grid(resolution)[1])
+    with atomic_path(target) as tmp:
+        img.to_filename(tmp)
     return target
 
 
@@ -267,7 +298,7 @@ def template_source() -> str:
         ``"templateflow"`` when the 2 mm T1w template is served by TemplateFlow.
     """
     path = get_template(2.0, suffix="T1w")
-    return "nilearn-icbm152" if cache_dir() in path.parents else "templateflow"
+    return "nilearn-icbm152" if path.parent.name.startswith("fallback-") else "templateflow"
 
 
 def load_template(resolution: float = 2.0, *, suffix: str = "T1w",
@@ -299,8 +330,9 @@ def brain_mask(resolution: float = 2.0) -> np.ndarray:
     return mask
 
 
-def prefetch(resolutions: tuple[float, ...] = (1.0, 2.0)) -> list[Path]:
-    """Download every template file the app uses from TemplateFlow (needs network once).
+def prefetch(resolutions: tuple[float, ...] = (1.0, 2.0), *,
+             source: str = "templateflow") -> list[Path]:
+    """Make every template file the app uses at ``resolutions`` present on disk.
 
     Used at container build time (so the image runs offline) and by ``genbrain
     fetch-templates`` on a cluster's login node.
@@ -308,20 +340,26 @@ def prefetch(resolutions: tuple[float, ...] = (1.0, 2.0)) -> list[Path]:
     Parameters
     ----------
     resolutions : tuple of float
-        TemplateFlow resolutions to fetch (1 and 2 mm).
+        Grids in mm; 1 and 2 are TemplateFlow's, others are resampled from its 1 mm images
+        (or built by the fallback) and cached.
+    source : {"templateflow", "fallback"}
+        Download from TemplateFlow (needs network once), or build the offline fallback from
+        nilearn's ICBM152 (no network; see the module docstring).
 
     Returns
     -------
     list of pathlib.Path
-        The fetched files, all with content.
+        The files, all with content.
 
     Raises
     ------
     TemplateError
-        When any file cannot be downloaded.
+        When a TemplateFlow file cannot be downloaded.
     """
+    if source not in ("templateflow", "fallback"):
+        raise ValueError(f"source must be 'templateflow' or 'fallback', got {source!r}")
     previous = os.environ.get("GENBRAIN_TEMPLATES")
-    os.environ["GENBRAIN_TEMPLATES"] = "templateflow"
+    os.environ["GENBRAIN_TEMPLATES"] = source
     _TF_STATE["failed"] = False
     try:
         return [get_template(res, suffix=suffix, label=label)

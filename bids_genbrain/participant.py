@@ -239,6 +239,12 @@ def run_participant_level(config: Config, log: RunLog) -> list[ParticipantResult
     unknown = [s for s in subjects if s not in covariates.index]
     if unknown:
         LOGGER.warning("participants.tsv has no row for %s", ", ".join(f"sub-{s}" for s in unknown))
+    if config.derivatives and not config.check_only:
+        from .workflows.precomputed import check_derivative_spaces
+
+        # every template space is resolved (a registration computed and cached) up front;
+        # one that cannot be transformed stops the run here (exit 2), before any participant
+        check_derivative_spaces(config.derivatives, subjects, config.resolution)
 
     out = config.output_dir
     out.mkdir(parents=True, exist_ok=True)

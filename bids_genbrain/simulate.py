@@ -45,10 +45,11 @@ from .simulation.groundtruth import (GROUNDTRUTH_NAME, GroundTruth, effect_path,
                                      load_effect_map, load_ground_truth, mni_to_scanner,
                                      truth_paths)
 from .simulation.mnimaps import MNIMAPS_NAME, write_session_mnimaps
-from .simulation.subject import (SessionTruth, SubjectTraits, draw_subject, native_image,
-                                 session_deformation, session_tissues, session_truth,
-                                 ventricle_displacement)
-from .templates import TEMPLATE, brain_mask, load_template, mni_grid, template_source
+from .simulation.geometry import render
+from .simulation.subject import (SessionTruth, SubjectTraits, partial_volume, draw_subject,
+                                 native_image, session_deformation, session_tissues,
+                                 session_truth, ventricle_displacement)
+from .templates import TEMPLATE, TISSUES, brain_mask, load_template, mni_grid, template_source
 from .utils import atomic_write_text
 
 __all__ = [
@@ -203,6 +204,8 @@ def _simulate_session(config: SimulationConfig, template: TemplateAnatomy,
             img.header.set_qform(native.geometry.affine, code=1)
             img.header.set_sform(native.geometry.affine, code=1)
             write_image(img, path, raw_sidecar(site, modality, native.geometry))
+            if config.native_tissues and modality == "T1w":
+                _write_native_tissues(template, maps, native, deformation, paths)
             scanner = np.moveaxis(native.pose.apply(subject_mm), 0, -1)
             write_image(nb.Nifti1Image(scanner.astype(np.float32), affine),
                         paths[f"coords_{modality}"], {
@@ -234,6 +237,21 @@ def _simulate_session(config: SimulationConfig, template: TemplateAnatomy,
     truth_row.update(head_scale=round(float(np.prod(traits.scale) ** (1 / 3)), 6), **volumes,
                      icv_ml=round(sum(volumes.values()), 3))
     return truth_row, images
+
+
+def _write_native_tissues(template: TemplateAnatomy, maps, native, deformation,
+                          paths: dict[str, Path]) -> None:
+    """True GM/WM/CSF probabilities on a native T1w's grid, drawn as its intensities are."""
+    classes = template.class_volumes(maps)
+    for tissue in TISSUES:
+        blurred = partial_volume(classes[("brain", tissue)], template.resolution,
+                                  native.geometry.voxel_size)
+        data = np.clip(render(blurred, template.affine, native.geometry, native.pose,
+                              deformation), 0.0, 1.0)
+        write_image(nb.Nifti1Image(data.astype(np.float32), native.geometry.affine),
+                    paths[f"native_probseg_{tissue}"],
+                    {"Description": f"True {tissue} probability on the native T1w's grid "
+                                    "(partial volume of its voxels)"})
 
 
 def _write_truth(truth: SessionTruth, paths: dict[str, Path], affine: np.ndarray,

@@ -20,6 +20,7 @@ from bids_genbrain.interfaces.bids import DerivativesSink
 from bids_genbrain.interfaces.images import Conform
 from bids_genbrain.interfaces.qc import dice, registration_metrics, tissue_volumes
 from bids_genbrain.templates import get_template, mni_grid
+from bids_genbrain.spaces import SpaceError
 from bids_genbrain.workflows.precomputed import find_mni_derivatives, import_derivatives
 
 
@@ -188,7 +189,8 @@ def _write(path, data, affine):
     return path
 
 
-def test_import_derivatives_copies_resamples_and_renames(tmp_path, caplog):
+def test_import_derivatives_copies_resamples_and_renames(tmp_path, caplog, monkeypatch):
+    monkeypatch.setenv("TEMPLATEFLOW_HOME", str(tmp_path / "no-templateflow"))
     root = tmp_path / "fmriprep"
     root.mkdir()
     (root / "dataset_description.json").write_text(json.dumps(
@@ -215,6 +217,12 @@ def test_import_derivatives_copies_resamples_and_renames(tmp_path, caplog):
 
     found = find_mni_derivatives([root], "01")
     assert len(found) == 5  # four 3D maps and the bold series; not native, not sub-02
+    # MNI152NLin2009cAsym without a template-to-template transform: refused, not relabelled
+    with pytest.raises(SpaceError, match="MNI152NLin2009cAsym"):
+        import_derivatives([root], tmp_path / "refused", subject_id="01", resolution=4.0)
+    (anat / "sub-01_space-MNI152NLin2009cAsym_desc-brain_mask.nii.gz").unlink()
+    _write(anat / "sub-01_space-MNI152NLin6Asym_res-2_desc-brain_mask.nii.gz",
+           (tpl2 > 0).astype(np.uint8), aff2)
     assert all("space-MNI" in f.name and f.name.startswith("sub-01") for f in found)
     out = tmp_path / "out"
     with caplog.at_level(logging.WARNING):
@@ -239,7 +247,7 @@ def test_import_derivatives_copies_resamples_and_renames(tmp_path, caplog):
     mask = np.asanyarray(nb.load(by_name[
         "sub-01_space-MNI152NLin6Asym_res-4_desc-brain_mask.nii.gz"].target).dataobj)
     assert set(np.unique(mask)) <= {0, 1}
-    assert "MNI152NLin2009cAsym" in caplog.text and "without a template-to-template" in caplog.text
+    assert "not on the 4 mm FSL grid: resampled" in caplog.text
 
 
 def test_template_registration_is_reproducible_and_recovers_the_truth(tmp_path):

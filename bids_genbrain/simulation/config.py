@@ -241,6 +241,9 @@ class SimulationConfig:
     mnimaps : bool
         Also write ``derivatives/mnimaps`` (preprocessed-like MNI-space maps: images, tissue
         probabilities, modulated GM, FA, MD, seed FC).
+    native_tissues : bool
+        Also write the true GM/WM/CSF probabilities of each native T1w on its own voxel grid
+        (ground truth of a T1w-space segmentation, as fMRIPrep's ``label-GM_probseg``).
     effects : Effects
         Planted effects.
     acquisition : Acquisition
@@ -266,6 +269,7 @@ class SimulationConfig:
     patient_fraction: float = 0.5
     native: bool = True
     mnimaps: bool = False
+    native_tissues: bool = False
     effects: Effects = field(default_factory=Effects)
     acquisition: Acquisition = field(default_factory=Acquisition)
     deformation_mm: float = 2.0

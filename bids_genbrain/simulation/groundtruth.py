@@ -8,6 +8,8 @@ MNI152NLin6Asym grid of ``res-<r>`` (the output naming contract of DESIGN.md)::
     ..._space-MNI152NLin6Asym_res-<r>_label-{GM,WM,CSF}_probseg.nii.gz
     ..._space-MNI152NLin6Asym_res-<r>_label-GM_desc-modulated_probseg.nii.gz  (GM x det J)
     ..._space-MNI152NLin6Asym_res-<r>_desc-log_jacobian.nii.gz
+    sub-<l>[_ses-<s>]_space-T1w_label-{GM,WM,CSF}_probseg.nii.gz  (``native_tissues`` only)
+        the true tissue probabilities on the native T1w's voxel grid (its partial volume)
     sub-<l>[_ses-<s>]_from-MNI152NLin6Asym_to-<modality>_mode-image_res-<r>_desc-coords_xfm.nii.gz
         the true MNI -> scanner mapping of that native image: a 4-D float32 image on the MNI
         grid whose last axis holds, per MNI voxel, the scanner-world RAS mm coordinate (the
@@ -58,7 +60,7 @@ def truth_paths(gt_root: Path | str, subject: str, session: str | None, resoluti
     -------
     dict
         Keys ``preproc_<modality>``, ``probseg_<tissue>``, ``gm_modulated``, ``log_jacobian``,
-        ``coords_<modality>``.
+        ``coords_<modality>``, ``native_probseg_<tissue>``.
     """
     root = Path(gt_root)
     mni = _mni_entities(subject, session, resolution)
@@ -73,6 +75,9 @@ def truth_paths(gt_root: Path | str, subject: str, session: str | None, resoluti
         ents = {"sub": subject, "ses": session, "from": TEMPLATE, "to": m, "mode": "image",
                 "res": _res_label(resolution), "desc": "coords"}
         paths[f"coords_{m}"] = derivative_path(root, ents, "xfm")
+    for tissue in TISSUES:  # with native_tissues: on the native T1w's grid
+        paths[f"native_probseg_{tissue}"] = derivative_path(
+            root, {"sub": subject, "ses": session, "space": "T1w", "label": tissue}, "probseg")
     return paths
 
 
@@ -210,7 +215,8 @@ def load_ground_truth(gt_root: Path | str, subject: str, session: str | None = N
     session = None if session is None else str(session).removeprefix("ses-")
     resolution = _resolution_of(root, subject)
     paths = truth_paths(root, subject, session, resolution, (modality,))
-    missing = [p for k, p in paths.items() if not k.startswith("coords") and not p.is_file()]
+    missing = [p for k, p in paths.items()
+               if not k.startswith(("coords", "native_")) and not p.is_file()]
     if missing:
         raise FileNotFoundError(f"ground truth missing: {missing[0]}")
 

@@ -216,7 +216,7 @@ def native_image(config: SimulationConfig, template: TemplateAnatomy, source: np
     head = pose.apply(deformation.forward(template.head_points))
     brain = pose.apply(deformation.forward(template.brain_points))
     geometry = draw_geometry(rng, acq, head, brain)
-    blurred = _partial_volume(source, template.resolution, geometry.voxel_size)
+    blurred = partial_volume(source, template.resolution, geometry.voxel_size)
     image = render(blurred, template.affine, geometry, pose, deformation)
     image *= bias_field(geometry.shape, rng, site.bias)
     artefacts: dict = {"BiasFieldStrength": site.bias}
@@ -231,7 +231,7 @@ def native_image(config: SimulationConfig, template: TemplateAnatomy, source: np
     return NativeImage(data, geometry, pose, artefacts)
 
 
-def _partial_volume(source: np.ndarray, resolution: float,
+def partial_volume(source: np.ndarray, resolution: float,
                     voxel_size: tuple[float, float, float]) -> np.ndarray:
     """Blur the source by the part of the native voxel footprint it does not already have."""
     extra = np.sqrt(np.maximum(np.asarray(voxel_size) ** 2 - resolution**2, 0.0))

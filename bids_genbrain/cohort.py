@@ -2,13 +2,14 @@
 
 A store is a folder::
 
-    data.f32      float32 memmap, shape (n_images, n_voxels): brain-mask voxels (mask order)
+    data.f32      row-major array, shape (n_images, n_voxels), float32 (``data.f16``: float16,
+                  half the disk for UK Biobank-sized cohorts): brain-mask voxels (mask order)
                   of every image, normalised to [0, 1] per modality
     table.tsv     one row per image: participant_id, session_id, modality, source path and
                   the condition columns
-    cohort.json   grid (resolution, shape, affine, mask sha256), modalities, normalisation
-                  (per modality ``lo``/``hi``: stored = clip((raw - lo) / (hi - lo), 0, 1)),
-                  condition specs, sources, and the sha256 of data.f32
+    cohort.json   grid (resolution, shape, affine, mask sha256), storage dtype, modalities,
+                  normalisation (per modality ``lo``/``hi``: stored = clip((raw - lo) /
+                  (hi - lo), 0, 1)), condition specs, sources, and the sha256 of the data file
 
 Images are found by the output naming contract
 (``sub-<l>[_ses-<s>]_space-MNI152NLin6Asym_res-<r>_..._<suffix>.nii[.gz]``) with a
@@ -16,8 +17,14 @@ glob and pybids' entity parser (no layout database: fast on large derivative tre
 Modalities by name: ``T1w``, ``T2w``, ``FLAIR`` (``desc-preproc``), ``GM``
 (``label-GM_probseg``), ``GMmod`` (``label-GM_desc-modulated_probseg``, VBM), and any other
 map by its ``desc`` (``FA`` -> ``desc-FA_dwimap``) or suffix. Images on another grid are
-resampled to the requested one (with a warning). Training reads batches from the memmap, so a
-cohort larger than memory works.
+resampled to the requested one (with a warning).
+
+Building reads the images with parallel workers (``n_jobs`` processes), each writing its rows
+straight into the file, so memory stays at a few images per worker whatever N; the file is
+reserved on disk first (a full disk fails at once), then normalised in one streaming pass.
+The folder appears under its final name only when complete. Readers (training batches, BWAS,
+the privacy gate) read rows with ``pread`` (:mod:`bids_genbrain.arrays`), so a cohort larger
+than memory works and never inflates the reading process.
 """
 
 from __future__ import annotations
@@ -25,28 +32,34 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import multiprocessing
 import os
-import shutil
-import tempfile
 import warnings
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import nibabel as nb
 import numpy as np
 import pandas as pd
-import torch
 
+from .arrays import iter_row_blocks
 from .errors import InputError
-from .model.conditions import ConditionSpec, encode_table, infer_spec
 from .model.tokens import mask_sha256
 from .templates import TEMPLATE, brain_mask, mni_grid
-from .utils import atomic_write_text
+from .utils import allocate, atomic_dir, atomic_write_text
+
+if TYPE_CHECKING:  # torch is imported where conditions are encoded, not by reader workers
+    import torch
+
+    from .model.conditions import ConditionSpec
 
 LOGGER = logging.getLogger(__name__)
 
-STORE_VERSION = 1
+STORE_VERSION = 2
+DTYPES = {"float32": "data.f32", "float16": "data.f16"}
+"""Storage dtypes and their data file names."""
 PERCENTILES = (0.5, 99.5)
 """Robust range of an intensity modality: medians over images of these in-mask percentiles."""
 
@@ -194,14 +207,6 @@ def _match_conditions(images: pd.DataFrame, participants: pd.DataFrame | None,
     return merged
 
 
-def _sha256_file(path: Path, chunk: int = 1 << 24) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def build_cohort(
     roots: Sequence[Path | str],
     out: Path | str,
@@ -211,6 +216,8 @@ def build_cohort(
     conditions: Sequence[str] = (),
     resolution: float = 2.0,
     cfg_dropout: float = 0.1,
+    dtype: str = "float32",
+    n_jobs: int = 1,
     progress: bool = True,
 ) -> CohortStore:
     """Collect derivatives into a cohort store (written atomically as a folder).
@@ -232,6 +239,11 @@ def build_cohort(
         Model grid in mm (2 = paper).
     cfg_dropout : float
         CFG dropout rate recorded in each condition's spec.
+    dtype : {"float32", "float16"}
+        Storage of the normalised values (float16: half the disk and the reading time;
+        values in [0, 1] keep about 3 significant digits).
+    n_jobs : int
+        Processes reading images in parallel (the result does not depend on it).
     progress : bool
         Show a progress bar.
 
@@ -243,9 +255,15 @@ def build_cohort(
     ------
     CohortError
         No image found, or conditions that the table does not have.
+    OSError
+        ``ENOSPC`` when the disk cannot hold the store (raised before any image is read).
     """
+    from .model.conditions import ConditionSpec, infer_spec
+
     if not modalities:
         raise CohortError("give at least one modality")
+    if dtype not in DTYPES:
+        raise CohortError(f"storage dtype {dtype!r} unknown; use one of {list(DTYPES)}")
     reserved = sorted(set(conditions) & {"participant_id", "session_id", "modality", "path"})
     if reserved:
         raise CohortError(f"{reserved} cannot be conditions (reserved store columns)")
@@ -264,24 +282,17 @@ def build_cohort(
     mask = brain_mask(resolution)
     shape, affine = mni_grid(resolution)
     n_images, n_vox = len(table), int(mask.sum())
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        arr = np.memmap(tmp / "data.f32", dtype=np.float32, mode="w+", shape=(n_images, n_vox))
-        bounds = np.zeros((n_images, 2))
-        for i, path in enumerate(_progress(table["path"], progress, "Reading images")):
-            values = _load_on_grid(Path(path), shape, affine)[mask]
-            if not np.all(np.isfinite(values)):
-                raise CohortError(f"{path}: non-finite values inside the brain mask")
-            arr[i] = values
-            bounds[i] = np.percentile(values, PERCENTILES)
-        norm = _normalise(arr, table["modality"].to_numpy(), bounds, modalities)
+    with atomic_dir(out) as tmp:
+        raw = tmp / "raw.f32"
+        allocate(raw, n_images * n_vox * 4)
+        bounds = _read_images(list(table["path"]), raw, mask, shape, affine, n_jobs, progress)
+        norm = _normalisation(table["modality"].to_numpy(), bounds, modalities)
         for m in modalities:  # how the modality's files are named, for writing samples back
             first = table.loc[table["modality"] == m, "path"].iloc[0]
             norm[m]["entities"] = _naming_entities(Path(first))
-        arr.flush()
-        del arr
+        data = tmp / DTYPES[dtype]
+        digest = _normalise_into(raw, data, (n_images, n_vox), table["modality"].to_numpy(),
+                                 norm, np.dtype(dtype))
         table.to_csv(tmp / "table.tsv", sep="\t", index=False, na_rep="n/a")
         meta = {
             "version": STORE_VERSION,
@@ -292,20 +303,112 @@ def build_cohort(
             "mask_sha256": mask_sha256(mask),
             "n_images": n_images,
             "n_voxels": n_vox,
+            "dtype": dtype,
             "modalities": list(modalities),
             "normalisation": norm,
             "conditions": [s.to_dict() for s in specs],
             "sources": [str(Path(r).resolve()) for r in roots],
-            "data_sha256": _sha256_file(tmp / "data.f32"),
+            "data_sha256": digest,
         }
         atomic_write_text(tmp / "cohort.json", json.dumps(meta, indent=2) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return CohortStore(out)
+
+
+_WORKER: dict[str, Any] = {}
+"""What a reader process holds: the open data file, the grid and the mask."""
+
+
+def _init_reader(raw: str, mask: np.ndarray, shape: tuple[int, ...], affine: np.ndarray) -> None:
+    _WORKER.update(fd=os.open(raw, os.O_WRONLY), mask=mask, shape=shape, affine=affine)
+
+
+def _read_one(task: tuple[int, str]) -> tuple[int, np.ndarray]:
+    """Read image ``i`` into row ``i`` of the raw file; return its robust range."""
+    i, path = task
+    values = _load_on_grid(Path(path), _WORKER["shape"], _WORKER["affine"])[_WORKER["mask"]]
+    if not np.all(np.isfinite(values)):
+        raise CohortError(f"{path}: non-finite values inside the brain mask")
+    payload = memoryview(np.ascontiguousarray(values, dtype=np.float32)).cast("B")
+    offset, done = i * payload.nbytes, 0
+    while done < payload.nbytes:
+        done += os.pwrite(_WORKER["fd"], payload[done:], offset + done)
+    return i, np.percentile(values, PERCENTILES)
+
+
+def _read_images(paths: list[str], raw: Path, mask: np.ndarray, shape: tuple[int, ...],
+                 affine: np.ndarray, n_jobs: int, progress: bool) -> np.ndarray:
+    """Read every image into its row of ``raw`` (float32); return per-image percentiles."""
+    bounds = np.zeros((len(paths), 2))
+    tasks = list(enumerate(paths))
+    n_jobs = max(1, min(int(n_jobs), len(paths) // 16))  # a worker costs an import: >= 16 each
+    if n_jobs == 1:
+        _init_reader(str(raw), mask, shape, affine)
+        try:
+            for i, b in _progress(map(_read_one, tasks), progress, "Reading images", len(tasks)):
+                bounds[i] = b
+        finally:
+            os.close(_WORKER.pop("fd"))
+        return bounds
+    # forkserver: workers never inherit a parent's threads (torch, ITK) or locks
+    context = multiprocessing.get_context("forkserver")
+    with ProcessPoolExecutor(n_jobs, mp_context=context, initializer=_init_reader,
+                             initargs=(str(raw), mask, shape, affine)) as pool:
+        results = pool.map(_read_one, tasks, chunksize=8)
+        for i, b in _progress(results, progress, "Reading images", len(tasks)):
+            bounds[i] = b
+    return bounds
+
+
+def _normalisation(modality: np.ndarray, bounds: np.ndarray,
+                   modalities: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """The [0, 1] mapping of every modality (fixed for probabilities, robust range else)."""
+    norm: dict[str, dict[str, Any]] = {}
+    for m in modalities:
+        rows = np.flatnonzero(modality == m)
+        q = modality_entities(m)
+        if q["suffix"] == "probseg" and q["desc"] is None:
+            norm[m] = {"lo": 0.0, "hi": 1.0, "method": "probability"}
+            continue
+        lo, hi = float(np.median(bounds[rows, 0])), float(np.median(bounds[rows, 1]))
+        if hi <= lo:
+            raise CohortError(f"modality {m}: images are constant inside the mask")
+        norm[m] = {"lo": lo, "hi": hi,
+                   "method": f"robust percentiles {PERCENTILES[0]}-{PERCENTILES[1]}"}
+    return norm
+
+
+def _normalise_into(raw: Path, data: Path, shape: tuple[int, int], modality: np.ndarray,
+                    norm: dict[str, dict[str, Any]], dtype: np.dtype) -> str:
+    """Stream ``raw`` (float32) into ``data`` (``dtype``), normalised; return its sha256.
+
+    float32 is normalised in place (``raw`` becomes ``data``): no second copy on disk.
+    """
+    source = np.memmap(raw, dtype=np.float32, mode="r", shape=shape)
+    digest = hashlib.sha256()
+    lo = np.array([norm[m]["lo"] for m in modality], dtype=np.float64)
+    span = np.array([norm[m]["hi"] - norm[m]["lo"] for m in modality], dtype=np.float64)
+    in_place = dtype == np.float32
+    target = raw if in_place else data
+    if not in_place:
+        allocate(data, shape[0] * shape[1] * dtype.itemsize)
+    fd = os.open(target, os.O_WRONLY)
+    try:
+        row_bytes = shape[1] * dtype.itemsize
+        for positions, block in iter_row_blocks(source, block_mb=32.0):
+            values = (block - lo[positions, None]) / span[positions, None]
+            payload = np.clip(values, 0.0, 1.0).astype(dtype).tobytes()
+            digest.update(payload)
+            offset, done = int(positions[0]) * row_bytes, 0
+            while done < len(payload):
+                done += os.pwrite(fd, payload[done:], offset + done)
+    finally:
+        os.close(fd)
+    del source
+    if in_place:
+        os.replace(raw, data)
+    else:
+        raw.unlink()
+    return digest.hexdigest()
 
 
 def _naming_entities(path: Path) -> dict[str, str | None]:
@@ -322,33 +425,13 @@ def _describe(modality: str) -> str:
     return "_".join(p for p in parts if p) + ".nii.gz"
 
 
-def _normalise(arr: np.memmap, modality: np.ndarray, bounds: np.ndarray,
-               modalities: Sequence[str], chunk: int = 64) -> dict[str, dict[str, Any]]:
-    """Map every modality to [0, 1] in place; return the mapping per modality."""
-    norm: dict[str, dict[str, Any]] = {}
-    for m in modalities:
-        rows = np.flatnonzero(modality == m)
-        q = modality_entities(m)
-        if q["suffix"] == "probseg" and q["desc"] is None:
-            lo, hi, method = 0.0, 1.0, "probability"
-        else:
-            lo, hi = float(np.median(bounds[rows, 0])), float(np.median(bounds[rows, 1]))
-            method = f"robust percentiles {PERCENTILES[0]}-{PERCENTILES[1]}"
-            if hi <= lo:
-                raise CohortError(f"modality {m}: images are constant inside the mask")
-        for start in range(0, len(rows), chunk):
-            sel = rows[start:start + chunk]
-            arr[sel] = np.clip((arr[sel] - lo) / (hi - lo), 0.0, 1.0)
-        norm[m] = {"lo": lo, "hi": hi, "method": method}
-    return norm
-
-
-def _progress(items: Iterable[Any], enabled: bool, label: str) -> Iterable[Any]:
+def _progress(items: Iterable[Any], enabled: bool, label: str,
+              total: int | None = None) -> Iterable[Any]:
     if not enabled:
         return items
     from rich.progress import track
 
-    return track(list(items), description=label, transient=True)
+    return track(items, description=label, transient=True, total=total)
 
 
 class CohortStore:
@@ -362,21 +445,27 @@ class CohortStore:
     Attributes
     ----------
     data : numpy.memmap, shape (n_images, n_voxels)
+        float32 or float16 (``meta["dtype"]``); stream it with
+        :func:`bids_genbrain.arrays.iter_row_blocks` (or pass it to the GLM / privacy gate,
+        which do) rather than indexing it, which maps its pages into the process.
     table : pandas.DataFrame
     meta : dict
     conditions : list of ConditionSpec
     """
 
     def __init__(self, path: Path | str) -> None:
+        from .model.conditions import ConditionSpec
+
         self.path = Path(path)
         meta_path = self.path / "cohort.json"
         if not meta_path.is_file():
             raise CohortError(f"{self.path}: not a cohort store (no cohort.json)")
         self.meta: dict[str, Any] = json.loads(meta_path.read_text(encoding="utf-8"))
-        if self.meta.get("version") != STORE_VERSION:
+        if self.meta.get("version") not in (1, STORE_VERSION):
             raise CohortError(f"{self.path}: store version {self.meta.get('version')} is not "
                               f"{STORE_VERSION}; rebuild it")
-        self.data = np.memmap(self.path / "data.f32", dtype=np.float32, mode="r",
+        dtype = self.meta.get("dtype", "float32")  # version 1: float32 only
+        self.data = np.memmap(self.path / DTYPES[dtype], dtype=dtype, mode="r",
                               shape=(self.meta["n_images"], self.meta["n_voxels"]))
         self.table = pd.read_csv(self.path / "table.tsv", sep="\t", na_values=["n/a"],
                                  keep_default_na=False, dtype={"session_id": object})
@@ -422,9 +511,9 @@ class CohortStore:
             Store space [0, 1].
         """
         idx = np.asarray(indices, dtype=np.int64)
-        order = np.argsort(idx, kind="stable")
         rows = np.empty((len(idx), self.data.shape[1]), dtype=np.float32)
-        rows[order] = self.data[idx[order]]  # sorted reads are sequential on disk
+        for positions, block in iter_row_blocks(self.data, idx, n_rows=max(1, len(idx))):
+            rows[positions] = block  # read in file order, by pread (never mapped)
         return rows
 
     def encode(self, specs: Sequence[ConditionSpec] | None = None) -> dict[str, torch.Tensor]:
@@ -434,6 +523,8 @@ class CohortStore:
         -------
         dict of str to torch.Tensor, shape (n_images,)
         """
+        from .model.conditions import encode_table
+
         return encode_table(self.conditions if specs is None else specs, self.table)
 
     def denormalise(self, values: np.ndarray, modality: str) -> np.ndarray:

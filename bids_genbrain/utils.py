@@ -1,10 +1,13 @@
-"""Small shared helpers: atomic writes, the cache folder, seeding."""
+"""Small shared helpers: atomic writes (files and folders), the cache folder, seeding."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import random
+import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -57,6 +60,78 @@ def atomic_write_text(target: Path | str, text: str) -> Path:
     with atomic_path(target) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(target)
+
+
+def _owner_tag() -> str:
+    return f"{socket.gethostname().split('.')[0]}-{os.getpid()}"
+
+
+def _remove_stale_temporaries(target: Path) -> None:
+    """Remove temporary folders beside ``target`` left by killed processes of this host."""
+    host = socket.gethostname().split(".")[0]
+    for path in target.parent.glob(f".{target.name}.{host}-*"):
+        pid = path.name[len(f".{target.name}.{host}-"):].split(".", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+        except PermissionError:  # alive, another user's
+            pass
+
+
+@contextlib.contextmanager
+def atomic_dir(target: Path | str) -> Iterator[Path]:
+    """Yield a temporary folder beside ``target``; on success it replaces ``target`` whole.
+
+    A reader never sees a partly written folder under the final name: the temporary folder
+    is renamed into place (the previous ``target``, if any, is first moved aside, then
+    removed). Temporary folders of killed processes on this host are removed on the next call.
+
+    Parameters
+    ----------
+    target : path-like
+        Final folder. Its parent is created.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(target)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.{_owner_tag()}.", suffix=".part",
+                                dir=target.parent))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes 0700; outputs are shared folders
+        if target.exists():
+            old = target.with_name(f".{target.name}.{_owner_tag()}.old")
+            os.replace(target, old)
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def allocate(path: Path | str, nbytes: int) -> None:
+    """Create ``path`` with ``nbytes`` reserved on disk, so a full disk fails now, not later.
+
+    Raises
+    ------
+    OSError
+        ``ENOSPC`` when the space is not there.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            os.posix_fallocate(fd, 0, nbytes)
+        except OSError as exc:  # filesystems without fallocate: a sparse file
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                raise
+            os.ftruncate(fd, nbytes)
+    finally:
+        os.close(fd)
 
 
 def seed_everything(seed: int) -> np.random.Generator:

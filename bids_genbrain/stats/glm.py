@@ -8,8 +8,9 @@ brain-masked images, one row per image, voxels in C order of
    two-level variable becomes an indicator of its second level, a numeric one stays
    continuous), confounds (numeric ones centred, categorical ones dummy coded, a categorical
    confound with a single level such as a single site contributes no column) and an intercept;
-2. fits the model voxel by voxel, reading the images in chunks of voxels so that memory is
-   bounded whatever the number of images (:func:`fit_glm`): effect, t, two-sided p, Cohen's d
+2. fits the model voxel by voxel, reading the images once in blocks of rows (the file order
+   of a cohort store) so that memory is bounded whatever the number of images
+   (:func:`fit_glm`): effect, t, two-sided p, Cohen's d
    and Benjamini-Hochberg q for the contrast;
 3. writes the maps as BIDS-Stats-Models statmaps with JSON sidecars (:func:`write_statmaps`).
 
@@ -39,6 +40,7 @@ from scipy import stats
 from tqdm.auto import tqdm
 
 from .. import __version__
+from ..arrays import as_rows, block_rows, iter_row_blocks
 from ..derivatives import bids_name, write_image
 from ..templates import TEMPLATE, _res_label, brain_mask, mni_grid
 
@@ -46,7 +48,7 @@ STATS = ("t", "p", "d", "q")
 """Statistics written as maps, in BIDS-Stats-Models ``stat-<label>`` spelling."""
 
 DEFAULT_MEMORY_MB = 256.0
-"""Working memory of one voxel chunk (data, residuals) when no chunk size is given."""
+"""Memory of one block of images as read (rows x voxels of the stored dtype)."""
 
 
 class DesignError(ValueError):
@@ -266,16 +268,6 @@ class GLMResult:
         return {"t": self.t, "p": self.p, "d": self.d, "q": self.q}
 
 
-def _as_2d(images: ArrayLike) -> np.ndarray:
-    array = images if hasattr(images, "shape") and hasattr(images, "dtype") else \
-        np.asarray(images)
-    if array.ndim != 2:
-        raise ValueError(f"images must have shape (n_images, n_voxels), got {array.shape}")
-    if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
-        raise ValueError(f"images must be numeric, got dtype {array.dtype}")
-    return array  # type: ignore[return-value]
-
-
 def voxel_chunks(n_voxels: int, n_rows: int, chunk_size: int | None = None,
                  memory_mb: float = DEFAULT_MEMORY_MB) -> list[slice]:
     """Split ``range(n_voxels)`` into contiguous slices for chunked processing.
@@ -285,7 +277,7 @@ def voxel_chunks(n_voxels: int, n_rows: int, chunk_size: int | None = None,
     n_voxels : int
         Number of voxels (columns).
     n_rows : int
-        Number of images read per chunk (sets the chunk width when ``chunk_size`` is None).
+        Number of images held per chunk (sets the chunk width when ``chunk_size`` is None).
     chunk_size : int, optional
         Voxels per chunk; default: as many as fit ``memory_mb`` for about three float64
         copies of an ``(n_rows, chunk)`` block.
@@ -302,6 +294,10 @@ def voxel_chunks(n_voxels: int, n_rows: int, chunk_size: int | None = None,
     return [slice(a, min(a + chunk_size, n_voxels)) for a in range(0, n_voxels, chunk_size)]
 
 
+TILE_VOXELS = 16384
+"""Voxels of a row block converted to float64 at a time (a tile that stays in cache)."""
+
+
 def fit_glm(
     images: ArrayLike,
     design: Design,
@@ -313,22 +309,28 @@ def fit_glm(
 ) -> GLMResult:
     """Fit the design to every voxel by OLS and test its contrast.
 
+    The images are read once, in blocks of rows (the file order of a cohort store, see
+    :mod:`bids_genbrain.arrays`), accumulating the sufficient statistics ``X'Y`` and the
+    per-voxel ``Y'Y`` (after a per-voxel shift, the first block's mean, which keeps
+    ``RSS = Y'Y - beta'X'Y`` free of cancellation); memory is one block plus ``O(p * n_voxels)``
+    whatever the number of images.
+
     Parameters
     ----------
     images : array-like, shape (n_images, n_voxels)
-        Image data, one row per image; a :class:`numpy.memmap` is read in voxel chunks and
-        never loaded whole.
+        Image data, one row per image; a :class:`numpy.memmap` is read block by block and
+        never mapped whole.
     design : Design
         From :func:`make_design`; ``design.n`` rows, in the order of ``images`` (or of
         ``rows``).
     rows : array-like of int, shape (design.n,), optional
         Rows of ``images`` to use, repetitions allowed (bootstrap); default: all rows.
     chunk_size : int, optional
-        Voxels per chunk (default from ``memory_mb``, see :func:`voxel_chunks`).
+        Voxels converted to float64 at a time (default :data:`TILE_VOXELS`).
     memory_mb : float
-        Memory budget of one chunk when ``chunk_size`` is None.
+        Memory of one block of rows as stored.
     progress : bool
-        Show a progress bar over chunks.
+        Show a progress bar over blocks.
 
     Returns
     -------
@@ -339,7 +341,7 @@ def fit_glm(
     ValueError
         Shape mismatch between images, rows and design, or NaN/inf in the images.
     """
-    data = _as_2d(images)
+    data = as_rows(images)
     index = None if rows is None else np.asarray(rows, dtype=np.intp)
     n_used = data.shape[0] if index is None else index.shape[0]
     if index is not None and index.size and (index.min() < 0 or index.max() >= data.shape[0]):
@@ -352,31 +354,41 @@ def fit_glm(
     c = design.contrast
     var_factor = float(c @ xtx_inv @ c)
     ones = np.ones(design.n)
-    # with an intercept in the model, centring each voxel changes only the intercept's
-    # coefficient and keeps RSS = y'y - beta'X'y free of cancellation
+    # with an intercept in the model, shifting each voxel changes only the intercept's
+    # coefficient, so the shift may be any per-voxel constant
     centre = np.allclose(x @ (pinv @ ones), ones)
     df = design.df
     n_vox = data.shape[1]
-    effect = np.empty(n_vox)
-    rss = np.empty(n_vox)
-    constant = np.empty(n_vox, dtype=bool)
-    rows_read = n_used + (data.shape[0] if index is not None else 0)
-    chunks = voxel_chunks(n_vox, rows_read, chunk_size, memory_mb)
-    for sl in tqdm(chunks, desc="GLM", unit="chunk", disable=not progress, leave=False):
-        block = np.array(data[:, sl], dtype=np.float64)
-        if index is not None:
-            block = block[index]
-        if not np.isfinite(block).all():
-            bad = np.flatnonzero(~np.isfinite(block).all(axis=0))[:5] + sl.start
-            raise ValueError(f"images contain NaN or inf (voxels {bad.tolist()} ...); "
-                             "mask or fill them before the GLM")
-        constant[sl] = block.max(axis=0) == block.min(axis=0)
-        if centre:
-            block -= block.mean(axis=0)
-        xty = x.T @ block
-        beta = xtx_inv @ xty
-        effect[sl] = c @ beta
-        rss[sl] = np.einsum("ij,ij->j", block, block) - np.einsum("ij,ij->j", beta, xty)
+    xty = np.zeros((x.shape[1], n_vox))
+    yty = np.zeros(n_vox)
+    lo = np.full(n_vox, np.inf)
+    hi = np.full(n_vox, -np.inf)
+    shift = None
+    tiles = voxel_chunks(n_vox, 1, chunk_size or TILE_VOXELS)
+    n_block = block_rows(n_vox, data.dtype.itemsize, memory_mb)
+    blocks = iter_row_blocks(data, index, n_rows=n_block)
+    total = -(-n_used // n_block)
+    for positions, block in tqdm(blocks, total=total, desc="GLM", unit="block",
+                                 disable=not progress, leave=False):
+        xb = x[positions]
+        if shift is None:
+            shift = np.asarray(block.mean(axis=0), dtype=np.float64) if centre else \
+                np.zeros(n_vox)
+        for sl in tiles:
+            tile = np.asarray(block[:, sl], dtype=np.float64)
+            if not np.isfinite(tile).all():
+                bad = np.flatnonzero(~np.isfinite(tile).all(axis=0))[:5] + sl.start
+                raise ValueError(f"images contain NaN or inf (voxels {bad.tolist()} ...); "
+                                 "mask or fill them before the GLM")
+            np.minimum(lo[sl], tile.min(axis=0), out=lo[sl])
+            np.maximum(hi[sl], tile.max(axis=0), out=hi[sl])
+            tile -= shift[sl]
+            xty[:, sl] += xb.T @ tile
+            yty[sl] += np.einsum("ij,ij->j", tile, tile)
+    beta = xtx_inv @ xty
+    effect = c @ beta
+    rss = yty - np.einsum("ij,ij->j", beta, xty)
+    constant = hi == lo
     sigma = np.sqrt(np.clip(rss, 0.0, None) / df)
     se = sigma * np.sqrt(var_factor)
     effect[constant] = 0.0

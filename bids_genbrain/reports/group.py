@@ -19,18 +19,19 @@ from .figures import plot_examples, plot_memorization, plot_statmap
 N_EXAMPLES = 4
 
 
-def _methods(config: Config, result, confounds: list[str], versions: dict[str, str]) -> str:
+def _methods(config: Config, *, model, n_real: int, n_synthetic: int, confounds: list[str],
+             versions: dict[str, str]) -> str:
     origin = (
         "trained from scratch on the site's images (GenBrain-st; no pretrained checkpoint was"
         f" given), preset '{config.preset}'"
-        if result.trained_from_scratch else f"fine-tuned from the checkpoint {config.model}"
+        if model.from_scratch else f"fine-tuned from the checkpoint {config.model}"
     )
     return (
         f"A GenBrain denoising diffusion transformer was {origin} for {config.steps} steps "
-        f"(batch {config.batch_size}, AdamW, EMA) on {result.n_real} participants' "
+        f"(batch {config.batch_size}, AdamW, EMA) on {n_real} participants' "
         f"{config.modality} maps in MNI152NLin6Asym space, conditioned on "
         f"{', '.join(config.condition)} and {config.contrast} (PyTorch {versions['torch']}, "
-        f"MONAI {versions['monai']}). {result.n_synthetic} synthetic images, balanced over "
+        f"MONAI {versions['monai']}). {n_synthetic} synthetic images, balanced over "
         f"{config.contrast} with the site's age and sex distribution, were sampled with DDIM "
         f"({config.sampling_steps} steps, classifier-free guidance scale {config.cfg_scale}, "
         f"{config.average} sample(s) averaged per image; seed {config.seed}). Synthetic images "
@@ -41,26 +42,35 @@ def _methods(config: Config, result, confounds: list[str], versions: dict[str, s
     )
 
 
-def write_group_report(config: Config, result, *, store, synth_store, kept: np.ndarray,
-                       balance: pd.DataFrame, confounds: list[str]) -> Path:
-    """Render ``OUTPUT_DIR/group.html``.
+def write_group_report(config: Config, *, site, plan, model, synthetic, gate, bwas,
+                       comparison, out: Path) -> Path:
+    """Render ``OUTPUT_DIR/group.html`` from the results of the group level's stages.
 
     Parameters
     ----------
     config : Config
-    result : bids_genbrain.group.GroupResult
-    store, synth_store : bids_genbrain.cohort.CohortStore
-        Real and synthetic cohorts (store space).
-    kept : ndarray of int
-        Synthetic rows that passed the privacy gate.
-    balance : pandas.DataFrame
-        Condition balance of both cohorts.
-    confounds : list of str
+    site : bids_genbrain.group.SiteCohort
+    plan : bids_genbrain.group.GroupPlan
+    model : bids_genbrain.group.TrainedModel
+    synthetic : bids_genbrain.group.SyntheticCohort
+    gate : bids_genbrain.group.PrivacyGate
+    bwas : bids_genbrain.group.BWASMaps
+    comparison : bids_genbrain.group.Comparison or None
+    out : pathlib.Path
+        The report's path.
 
     Returns
     -------
     pathlib.Path
     """
+    from ..synthetic import balance_table
+
+    store, synth_store, kept = site.store, synthetic.store, gate.kept
+    confounds = site.confounds
+    n_real, n_synthetic = plan.real_design.n, len(kept)
+    balance = pd.concat([
+        balance_table(plan.real_table, config.contrast).assign(cohort="real"),
+        balance_table(bwas.synthetic_table, config.contrast).assign(cohort="synthetic")])
     versions = package_versions()
     resolution = store.resolution
     shape, affine = mni_grid(resolution)
@@ -68,12 +78,12 @@ def write_group_report(config: Config, result, *, store, synth_store, kept: np.n
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         origin = ("Trained from scratch on this site (GenBrain-st): no pretrained checkpoint "
-                  "was given (--model)." if result.trained_from_scratch
+                  "was given (--model)." if model.from_scratch
                   else f"Fine-tuned from {config.model}.")
         summary = pd.DataFrame([{
             "modality": config.modality, "contrast": config.contrast,
-            "confounds": ", ".join(confounds) or "none", "real N (BWAS)": result.n_real,
-            "synthetic N (after privacy gate)": result.n_synthetic,
+            "confounds": ", ".join(confounds) or "none", "real N (BWAS)": n_real,
+            "synthetic N (after privacy gate)": n_synthetic,
             "grid": f"MNI152NLin6Asym {resolution:g} mm", "templates": template_source(),
         }])
         sections = [Section("Summary", text=origin, tables=[summary])]
@@ -81,25 +91,25 @@ def write_group_report(config: Config, result, *, store, synth_store, kept: np.n
         figures = []
         for cohort in ("real", "synthetic"):
             for stat in ("d", "t"):
-                path = result.statmaps[cohort][stat]
+                path = bwas.statmaps[cohort][stat]
                 figures.append(plot_statmap(path, tmp / f"{cohort}_{stat}.png",
                                             title=f"{cohort}: {stat} ({config.contrast})"))
         sections.append(Section(
             "BWAS maps", figures=figures,
             text="Cohen's d and t of the contrast, real site sample and synthetic cohort. "
                  "Maps are in group/bwas/ with JSON sidecars (design, N, df)."))
-        if result.comparison is not None:
+        if comparison is not None:
             sections.append(Section(
-                "Agreement with the reference map", tables=[result.comparison],
+                "Agreement with the reference map", tables=[comparison.table],
                 text="Pearson r and Dice of the d maps with --reference-map; the real map's "
                      "95 % interval is a normal bootstrap interval over its participants "
                      "(estimate +- 1.96 bootstrap standard errors, Fisher z scale for r)."))
 
-        loss_png = result.model_dir / "loss.png"
+        loss_png = model.directory / "loss.png"
         sections.append(Section("Training", figures=[loss_png] if loss_png.is_file() else [],
-                                text=f"Checkpoint: {result.model_dir}"))
+                                text=f"Checkpoint: {model.directory}"))
 
-        memo = result.memorization
+        memo = gate.memorization
         flagged = memo[memo["flagged"]]
         sections.append(Section(
             "Memorization check",
@@ -132,9 +142,10 @@ def write_group_report(config: Config, result, *, store, synth_store, kept: np.n
             {"item": "command line", "value": " ".join(config.command_line)},
             {"item": "seed", "value": config.seed},
             {"item": "model weights sha256", "value": json.loads(
-                (result.model_dir / "config.json").read_text())["weights_sha256"]},
+                (model.directory / "config.json").read_text())["weights_sha256"]},
             *({"item": k, "value": v} for k, v in versions.items()),
         ])
         sections.append(Section("Provenance", tables=[provenance]))
-        return render_report("Group level", sections, config.output_dir / "group.html",
-                             methods=_methods(config, result, confounds, versions))
+        return render_report("Group level", sections, out, methods=_methods(
+            config, model=model, n_real=n_real, n_synthetic=n_synthetic, confounds=confounds,
+            versions=versions))

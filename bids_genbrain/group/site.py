@@ -1,0 +1,208 @@
+"""Stage 1 of the group level: the site's cohort (conditions, confounds, the image store)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..bids import read_participants
+from ..cohort import CohortStore
+from ..config import Config
+from ..errors import InputError
+from ..runlog import RunLog
+
+LOGGER = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GroupPaths:
+    """Where the group level writes (one place for every name).
+
+    Attributes
+    ----------
+    group : pathlib.Path
+        ``OUTPUT_DIR/group``.
+    model : pathlib.Path
+        ``OUTPUT_DIR/group/model``: the fine-tuned (or from-scratch) checkpoint.
+    bwas : pathlib.Path
+        ``OUTPUT_DIR/group/bwas``: statmaps, memorization, fidelity and comparison tables.
+    synthetic : pathlib.Path
+        ``OUTPUT_DIR/synthetic``: the synthetic cohort's own derivatives dataset.
+    work : pathlib.Path
+        ``WORK_DIR/group``: the cohort stores.
+    report : pathlib.Path
+        ``OUTPUT_DIR/group.html``.
+    """
+
+    group: Path
+    model: Path
+    bwas: Path
+    synthetic: Path
+    work: Path
+    report: Path
+
+    @classmethod
+    def of(cls, config: Config) -> GroupPaths:
+        """The paths of a run."""
+        group = config.output_dir / "group"
+        return cls(group=group, model=group / "model", bwas=group / "bwas",
+                   synthetic=config.output_dir / "synthetic", work=config.work_dir / "group",
+                   report=config.output_dir / "group.html")
+
+
+@dataclass(frozen=True)
+class SiteCohort:
+    """The real site, as the later stages use it.
+
+    Attributes
+    ----------
+    participants : pandas.DataFrame
+        Typed participants.tsv (:func:`bids_genbrain.bids.read_participants`).
+    conditions : list of str
+        What the model is conditioned on: ``--condition`` and the contrast.
+    confounds : list of str
+        Confounds of the BWAS: age, sex (when present and not the contrast), site when there
+        are several, and ``--confound``.
+    store : CohortStore
+        Every image of ``--modality`` (all sessions), with the covariate columns.
+    site : pandas.DataFrame
+        ``store.table`` with the participants' categorical dtypes restored (one row per image).
+    """
+
+    participants: pd.DataFrame
+    conditions: list[str]
+    confounds: list[str]
+    store: CohortStore
+    site: pd.DataFrame
+
+    @property
+    def resolution(self) -> float:
+        """Model grid (mm)."""
+        return self.store.resolution
+
+    def as_strings(self, table: pd.DataFrame) -> pd.DataFrame:
+        """``table`` with categorical covariates as plain strings, as the design builder expects.
+
+        Parameters
+        ----------
+        table : pandas.DataFrame
+            Rows of the real or the synthetic cohort.
+
+        Returns
+        -------
+        pandas.DataFrame
+            A copy.
+        """
+        table = table.copy()
+        for column in table.columns:
+            if column in self.participants and isinstance(self.participants[column].dtype,
+                                                          pd.CategoricalDtype):
+                table[column] = table[column].astype("string")
+        return table
+
+
+def site_confounds(table: pd.DataFrame, config: Config) -> list[str]:
+    """Confounds of the BWAS design.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        Typed participants table.
+    config : Config
+
+    Returns
+    -------
+    list of str
+        age, sex (when present and not the contrast), site when several, and ``--confound``.
+
+    Raises
+    ------
+    InputError
+        A ``--confound`` that is not a column.
+    """
+    confounds = [c for c in ("age", "sex") if c in table.columns and c != config.contrast]
+    if "site" in table.columns and table["site"].nunique(dropna=True) > 1 \
+            and config.contrast != "site":
+        confounds.append("site")
+    for column in config.confound:
+        if column not in table.columns:
+            raise InputError(f"--confound {column!r} is not a participants.tsv column")
+        if column not in confounds and column != config.contrast:
+            confounds.append(column)
+    return confounds
+
+
+def one_image_per_participant(table: pd.DataFrame) -> np.ndarray:
+    """Row indices keeping each participant's first session (BWAS needs independent rows).
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        With ``participant_id`` and ``session_id`` columns.
+
+    Returns
+    -------
+    ndarray of int
+        Sorted row positions.
+    """
+    order = table.sort_values(["participant_id", "session_id"], na_position="first")
+    return np.sort(order.drop_duplicates("participant_id").index.to_numpy())
+
+
+def load_site_cohort(config: Config, paths: GroupPaths, log: RunLog) -> SiteCohort:
+    """Check the columns and the modality, then gather the site's images into a store.
+
+    Parameters
+    ----------
+    config : Config
+        Validated; ``contrast`` is set.
+    paths : GroupPaths
+    log : RunLog
+        Times the ``cohort`` step.
+
+    Returns
+    -------
+    SiteCohort
+
+    Raises
+    ------
+    InputError
+        Unknown condition, contrast or confound columns, an unknown modality, or no image.
+    """
+    from ..cohort import build_cohort, modality_entities
+    from ..model.checkpoint import read_config
+
+    participants = read_participants(config.bids_dir)
+    conditions = list(dict.fromkeys([*config.condition, config.contrast]))
+    missing = [c for c in conditions if c not in participants.columns]
+    if missing:
+        raise InputError(
+            f"{participants.attrs['source']}: no column(s) {missing} for --condition/--contrast;"
+            f" columns are {[c for c in participants.columns if c != 'participant_id']}"
+        )
+    confounds = site_confounds(participants, config)
+    covariates = list(dict.fromkeys([*conditions, *confounds]))
+    if config.model is not None:
+        resolution = float(read_config(config.model)["architecture"]["resolution"])
+    else:
+        resolution = config.resolution
+    modality_entities(config.modality)  # unknown modality names fail here, before any work
+
+    roots = [config.output_dir, *config.derivatives]
+    with log.step("cohort"):
+        store = build_cohort(roots, paths.work / "cohort", modalities=[config.modality],
+                             participants=participants.reset_index(drop=True),
+                             conditions=covariates, resolution=resolution)
+    LOGGER.info("cohort: %d %s image(s) of %d participant(s)", len(store.table),
+                config.modality, store.table["participant_id"].nunique())
+    site = store.table.copy()
+    for column in covariates:
+        if isinstance(participants[column].dtype, pd.CategoricalDtype):
+            site[column] = pd.Categorical(site[column].astype("string"),
+                                          categories=participants[column].cat.categories)
+    return SiteCohort(participants=participants, conditions=conditions, confounds=confounds,
+                      store=store, site=site)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import mmap
 import os
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -127,7 +128,8 @@ def iter_row_blocks(
         Where each row of ``block`` sits in ``rows`` (in ``range(n_images)`` without ``rows``).
         A row wanted twice is yielded twice (two positions).
     block : ndarray, shape (k, n_voxels), dtype of ``images``
-        Valid until the next iteration (buffers are reused).
+        Valid until the next iteration (buffers are reused). A file-backed memmap is read
+        one block ahead by a thread, so reading overlaps the caller's work on a block.
     """
     n_images, n_voxels = images.shape
     step = n_rows or block_rows(n_voxels, images.dtype.itemsize, block_mb)
@@ -143,23 +145,35 @@ def iter_row_blocks(
         for a in range(0, index.size, step):
             yield order[a:a + step], np.asarray(images[index[order[a:a + step]]])
         return
-    fd = os.open(images.filename, os.O_RDONLY)
-    try:
-        buffer = np.empty((step, n_voxels), dtype=images.dtype)
-        if index is None:
-            for start in range(0, n_images, step):
-                stop = min(start + step, n_images)
-                yield np.arange(start, stop), _pread_rows(fd, images, start, stop, buffer)
-            return
+    if index is None:
+        plan = [(np.arange(a, min(a + step, n_images)), None) for a in range(0, n_images, step)]
+    else:
         order = np.argsort(index, kind="stable")
         wanted = index[order]
-        for a in range(0, wanted.size, step):
-            chunk = wanted[a:a + step]
-            unique, inverse = np.unique(chunk, return_inverse=True)
-            got = buffer[:unique.size]
-            for run in np.split(np.arange(unique.size), np.flatnonzero(np.diff(unique) > 1) + 1):
-                lo, hi = int(unique[run[0]]), int(unique[run[-1]]) + 1  # contiguous rows
-                _pread_rows(fd, images, lo, hi, got[run[0]:run[-1] + 1])
-            yield order[a:a + step], got if unique.size == chunk.size else got[inverse]
+        plan = [(order[a:a + step], wanted[a:a + step]) for a in range(0, wanted.size, step)]
+    fd = os.open(images.filename, os.O_RDONLY)
+
+    def read(job: tuple[np.ndarray, np.ndarray | None], buffer: np.ndarray) -> np.ndarray:
+        positions, chunk = job
+        if chunk is None:  # all rows, in order
+            return _pread_rows(fd, images, int(positions[0]), int(positions[-1]) + 1, buffer)
+        unique, inverse = np.unique(chunk, return_inverse=True)
+        got = buffer[:unique.size]
+        for run in np.split(np.arange(unique.size), np.flatnonzero(np.diff(unique) > 1) + 1):
+            lo, hi = int(unique[run[0]]), int(unique[run[-1]]) + 1  # contiguous rows
+            _pread_rows(fd, images, lo, hi, got[run[0]:run[-1] + 1])
+        return got if unique.size == chunk.size else got[inverse]
+
+    # double buffering: a thread reads the next block (pread releases the GIL) while the
+    # caller works on this one, so disk and CPU overlap
+    buffers = [np.empty((step, n_voxels), dtype=images.dtype) for _ in range(2)]
+    try:
+        with ThreadPoolExecutor(1) as reader:
+            pending = reader.submit(read, plan[0], buffers[0]) if plan else None
+            for k, job in enumerate(plan):
+                block = pending.result()
+                if k + 1 < len(plan):
+                    pending = reader.submit(read, plan[k + 1], buffers[(k + 1) % 2])
+                yield job[0], block
     finally:
         os.close(fd)

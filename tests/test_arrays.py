@@ -77,3 +77,14 @@ def test_glm_streams_a_float16_store_in_tiny_blocks(tmp_path):
     direct = fit_glm(values[boot].astype(np.float64),
                      make_design(table.iloc[boot], "group", ["age"]))
     np.testing.assert_allclose(sub.t, direct.t, rtol=1e-9)
+
+
+def test_glm_threads_give_identical_results(tmp_path):
+    rng = np.random.default_rng(5)
+    values = rng.random((40, 1000)).astype(np.float32)
+    table = pd.DataFrame({"g": np.repeat(["a", "b"], 20), "age": rng.uniform(20, 80, 40)})
+    design = make_design(table, "g", ["age"])
+    one = fit_glm(values, design, chunk_size=64, memory_mb=0.05)
+    two = fit_glm(values, design, chunk_size=64, memory_mb=0.05, n_jobs=3)
+    for stat in ("effect", "t", "p", "d", "q", "sigma"):
+        np.testing.assert_array_equal(getattr(one, stat), getattr(two, stat))

@@ -28,6 +28,7 @@ Cohen's d
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -48,7 +49,7 @@ STATS = ("t", "p", "d", "q")
 """Statistics written as maps, in BIDS-Stats-Models ``stat-<label>`` spelling."""
 
 DEFAULT_MEMORY_MB = 256.0
-"""Memory of one block of images as read (rows x voxels of the stored dtype)."""
+"""Memory of the images read at a time (rows x voxels of the stored dtype)."""
 
 
 class DesignError(ValueError):
@@ -294,7 +295,7 @@ def voxel_chunks(n_voxels: int, n_rows: int, chunk_size: int | None = None,
     return [slice(a, min(a + chunk_size, n_voxels)) for a in range(0, n_voxels, chunk_size)]
 
 
-TILE_VOXELS = 16384
+TILE_VOXELS = 4096
 """Voxels of a row block converted to float64 at a time (a tile that stays in cache)."""
 
 
@@ -305,15 +306,17 @@ def fit_glm(
     rows: ArrayLike | None = None,
     chunk_size: int | None = None,
     memory_mb: float = DEFAULT_MEMORY_MB,
+    n_jobs: int = 1,
     progress: bool = False,
 ) -> GLMResult:
     """Fit the design to every voxel by OLS and test its contrast.
 
     The images are read once, in blocks of rows (the file order of a cohort store, see
     :mod:`bids_genbrain.arrays`), accumulating the sufficient statistics ``X'Y`` and the
-    per-voxel ``Y'Y`` (after a per-voxel shift, the first block's mean, which keeps
-    ``RSS = Y'Y - beta'X'Y`` free of cancellation); memory is one block plus ``O(p * n_voxels)``
-    whatever the number of images.
+    per-voxel ``Y'Y`` in float64 after shifting every voxel by the first image read (with an
+    intercept this changes only the intercept's coefficient, and keeps ``RSS = Y'Y - beta'X'Y``
+    free of cancellation; a voxel is constant exactly when every shifted value is 0). Memory
+    is one block plus ``O(p * n_voxels)``, whatever the number of images.
 
     Parameters
     ----------
@@ -328,7 +331,9 @@ def fit_glm(
     chunk_size : int, optional
         Voxels converted to float64 at a time (default :data:`TILE_VOXELS`).
     memory_mb : float
-        Memory of one block of rows as stored.
+        Memory of the blocks of rows in flight (two: one read ahead while one is processed).
+    n_jobs : int
+        Threads working on a block (over disjoint voxels); results do not depend on it.
     progress : bool
         Show a progress bar over blocks.
 
@@ -361,34 +366,43 @@ def fit_glm(
     n_vox = data.shape[1]
     xty = np.zeros((x.shape[1], n_vox))
     yty = np.zeros(n_vox)
-    lo = np.full(n_vox, np.inf)
-    hi = np.full(n_vox, -np.inf)
-    shift = None
-    tiles = voxel_chunks(n_vox, 1, chunk_size or TILE_VOXELS)
-    n_block = block_rows(n_vox, data.dtype.itemsize, memory_mb)
-    blocks = iter_row_blocks(data, index, n_rows=n_block)
-    total = -(-n_used // n_block)
-    for positions, block in tqdm(blocks, total=total, desc="GLM", unit="block",
-                                 disable=not progress, leave=False):
-        xb = x[positions]
-        if shift is None:
-            shift = np.asarray(block.mean(axis=0), dtype=np.float64) if centre else \
-                np.zeros(n_vox)
-        for sl in tiles:
-            tile = np.asarray(block[:, sl], dtype=np.float64)
-            if not np.isfinite(tile).all():
-                bad = np.flatnonzero(~np.isfinite(tile).all(axis=0))[:5] + sl.start
-                raise ValueError(f"images contain NaN or inf (voxels {bad.tolist()} ...); "
-                                 "mask or fill them before the GLM")
-            np.minimum(lo[sl], tile.min(axis=0), out=lo[sl])
-            np.maximum(hi[sl], tile.max(axis=0), out=hi[sl])
-            tile -= shift[sl]
+    spread = np.zeros(n_vox)  # sum of squared deviations from the first image
+    width = min(chunk_size or TILE_VOXELS, max(n_vox, 1))
+    n_block = block_rows(n_vox, data.dtype.itemsize, memory_mb / 2)  # two blocks in flight
+    n_jobs = max(1, int(n_jobs))
+    tiles = [slice(a, min(a + width, n_vox)) for a in range(0, n_vox, width)]
+    buffers = [np.empty((min(n_block, max(n_used, 1)), width)) for _ in range(n_jobs)]
+    ref = np.zeros(n_vox)
+
+    def accumulate(job: int, block: np.ndarray, xb: np.ndarray) -> None:
+        for sl in tiles[job::n_jobs]:  # disjoint voxels per thread
+            tile = buffers[job][:block.shape[0], :sl.stop - sl.start]
+            np.subtract(block[:, sl], ref[sl], out=tile, dtype=np.float64)
+            ss = np.einsum("ij,ij->j", tile, tile)
+            spread[sl] += ss
+            if not centre:  # no intercept: the model needs the unshifted values
+                tile += ref[sl]
+                ss = np.einsum("ij,ij->j", tile, tile)
             xty[:, sl] += xb.T @ tile
-            yty[sl] += np.einsum("ij,ij->j", tile, tile)
+            yty[sl] += ss
+
+    blocks = iter_row_blocks(data, index, n_rows=n_block)
+    with ThreadPoolExecutor(n_jobs) as pool:  # numpy and BLAS release the GIL
+        for k, (positions, block) in enumerate(tqdm(
+                blocks, total=-(-n_used // n_block), desc="GLM", unit="block",
+                disable=not progress, leave=False)):
+            if k == 0:  # shift every voxel by the first image read
+                ref[:] = block[0]
+            xb = x[positions]
+            list(pool.map(accumulate, range(n_jobs), [block] * n_jobs, [xb] * n_jobs))
+    bad = ~(np.isfinite(spread) & np.isfinite(xty).all(axis=0))
+    if bad.any():
+        raise ValueError(f"images contain NaN or inf (voxels {np.flatnonzero(bad)[:5].tolist()}"
+                         " ...); mask or fill them before the GLM")
     beta = xtx_inv @ xty
     effect = c @ beta
     rss = yty - np.einsum("ij,ij->j", beta, xty)
-    constant = hi == lo
+    constant = spread == 0.0
     sigma = np.sqrt(np.clip(rss, 0.0, None) / df)
     se = sigma * np.sqrt(var_factor)
     effect[constant] = 0.0

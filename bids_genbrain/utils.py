@@ -27,12 +27,36 @@ def cache_dir() -> Path:
     return path
 
 
+def _owner_tag() -> str:
+    return f"{socket.gethostname().split('.')[0]}-{os.getpid()}"
+
+
+def _remove_stale_temporaries(target: Path) -> None:
+    """Remove temporary folders beside ``target`` left by killed processes of this host."""
+    host = socket.gethostname().split(".")[0]
+    for path in target.parent.glob(f".{target.name}.{host}-*"):
+        pid = path.name[len(f".{target.name}.{host}-"):].split(".", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        except PermissionError:  # alive, another user's
+            pass
+
+
 @contextlib.contextmanager
 def atomic_path(target: Path | str) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; move it into place only on success.
 
     The temporary name keeps the target's full suffix (``.nii.gz``, ``.json``) so writers
-    that infer the format from the extension work. A reader never sees a partial file.
+    that infer the format from the extension work. A reader never sees a partial file. The
+    name also carries the writer's host and pid: temporaries left by killed writers (SIGKILL
+    runs no cleanup) are removed by the next write of the same target.
 
     Parameters
     ----------
@@ -42,8 +66,9 @@ def atomic_path(target: Path | str) -> Iterator[Path]:
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(target.suffixes[-2:]) if target.name.endswith(".nii.gz") else target.suffix
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".part{suffix}",
-                               dir=target.parent)
+    _remove_stale_temporaries(target)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.{_owner_tag()}.",
+                               suffix=f".part{suffix}", dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -60,25 +85,6 @@ def atomic_write_text(target: Path | str, text: str) -> Path:
     with atomic_path(target) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(target)
-
-
-def _owner_tag() -> str:
-    return f"{socket.gethostname().split('.')[0]}-{os.getpid()}"
-
-
-def _remove_stale_temporaries(target: Path) -> None:
-    """Remove temporary folders beside ``target`` left by killed processes of this host."""
-    host = socket.gethostname().split(".")[0]
-    for path in target.parent.glob(f".{target.name}.{host}-*"):
-        pid = path.name[len(f".{target.name}.{host}-"):].split(".", 1)[0]
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            shutil.rmtree(path, ignore_errors=True)
-        except PermissionError:  # alive, another user's
-            pass
 
 
 @contextlib.contextmanager

@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 from bids_genbrain.cohort import CohortStore, build_cohort
 from bids_genbrain.model.checkpoint import CheckpointError
 from bids_genbrain.model.sampling import conditions_table, sample
-from bids_genbrain.model.train import TrainConfig, batch_indices, fit
+from bids_genbrain.model.train import TrainConfig, _state_dir, batch_indices, fit
 from bids_genbrain.templates import brain_mask, load_template
 
 TESTS = Path(__file__).parent
@@ -77,8 +77,8 @@ def test_resume_is_exact(small_store, tmp_path):
     fit(small_store, tmp_path / "resumed", TrainConfig(steps=6, checkpoint_every=3, **cfg),
         arch=TEST_ARCH)
     for name in ("model.safetensors", "ema.safetensors", "optimizer.safetensors"):
-        a = load_file(str(tmp_path / "straight" / "training_state" / name))
-        b = load_file(str(tmp_path / "resumed" / "training_state" / name))
+        a = load_file(str(_state_dir(tmp_path / "straight") / name))
+        b = load_file(str(_state_dir(tmp_path / "resumed") / name))
         assert a.keys() == b.keys()
         for key in a:
             assert torch.equal(a[key], b[key]), (name, key)
@@ -86,6 +86,33 @@ def test_resume_is_exact(small_store, tmp_path):
     lb = pd.read_csv(tmp_path / "resumed" / "loss.tsv", sep="\t")
     assert la["step"].tolist() == list(range(1, 7))
     np.testing.assert_array_equal(la["loss"], lb["loss"])
+
+
+def test_resume_after_a_kill_during_a_save(small_store, tmp_path):
+    """A save killed half-way (new state folder incomplete, or the final checkpoint's files
+    out of step) is never resumed from: the run continues from the last complete state."""
+    from bids_genbrain.model.checkpoint import load_checkpoint
+
+    cfg = dict(batch_size=3, lr=1e-3, progress=False)
+    fit(small_store, tmp_path / "straight", TrainConfig(steps=6, checkpoint_every=3, **cfg),
+        arch=TEST_ARCH)
+    run = tmp_path / "killed"
+    fit(small_store, run, TrainConfig(steps=3, checkpoint_every=3, **cfg), arch=TEST_ARCH)
+    half = run / "training_state" / "step-00000006"
+    half.mkdir()
+    (half / "model.safetensors").write_bytes(b"truncated")
+    assert _state_dir(run).name == "step-00000003"
+    fit(small_store, run, TrainConfig(steps=6, checkpoint_every=3, **cfg), arch=TEST_ARCH)
+    assert sorted(p.name for p in (run / "training_state").iterdir()) == ["latest.json",
+                                                                          "step-00000006"]
+    a = load_file(str(run / "model.safetensors"))
+    b = load_file(str(tmp_path / "straight" / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # killed between the final weights and config.json: the rerun rewrites the checkpoint
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**config, "weights_sha256": "0" * 64}))
+    fit(small_store, run, TrainConfig(steps=6, checkpoint_every=3, **cfg), arch=TEST_ARCH)
+    load_checkpoint(run)
 
 
 def test_resume_refuses_another_run(small_store, tmp_path):
@@ -120,8 +147,8 @@ def test_two_process_ddp_matches_one_process(small_store, tmp_path):
     l1 = pd.read_csv(tmp_path / "one" / "loss.tsv", sep="\t")["loss"].to_numpy()
     l2 = pd.read_csv(tmp_path / "two" / "loss.tsv", sep="\t")["loss"].to_numpy()
     np.testing.assert_allclose(l2, l1, rtol=1e-4)
-    w1 = load_file(str(tmp_path / "one" / "training_state" / "model.safetensors"))
-    w2 = load_file(str(tmp_path / "two" / "training_state" / "model.safetensors"))
+    w1 = load_file(str(_state_dir(tmp_path / "one") / "model.safetensors"))
+    w2 = load_file(str(_state_dir(tmp_path / "two") / "model.safetensors"))
     moved = max(float((w1[k] - w2[k]).abs().max()) for k in w1)
     assert moved < 1e-4, moved  # Adam moves weights by ~1e-3 per step: 4 steps ~ 4e-3
     assert w1.keys() == w2.keys()

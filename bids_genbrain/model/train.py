@@ -22,6 +22,7 @@ import copy
 import hashlib
 import json
 import os
+import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -52,6 +53,7 @@ from .diffusion import DiffusionConfig, draw_training, training_loss
 from .presets import ModelConfig
 
 STATE_DIR = "training_state"
+LATEST = "latest.json"
 
 
 @dataclass
@@ -207,8 +209,15 @@ def _run_identity(bundle: GenBrain, store: CohortStore, config: TrainConfig,
 
 def _save_state(out: Path, model: torch.nn.Module, ema: torch.nn.Module,
                 opt: torch.optim.Optimizer, step: int, identity: dict[str, Any]) -> None:
-    state_dir = out / STATE_DIR
-    state_dir.mkdir(parents=True, exist_ok=True)
+    """Write the resumable state of ``step``, consistent whenever the process is killed.
+
+    Each save fills a new folder ``training_state/step-<step>``; ``training_state/latest.json``,
+    written atomically last, names the complete one; older folders are removed after that.
+    """
+    root = out / STATE_DIR
+    state_dir = root / f"step-{step:08d}"
+    shutil.rmtree(state_dir, ignore_errors=True)  # a half-written save of a killed run
+    state_dir.mkdir(parents=True)
     save_weights(model.state_dict(), state_dir / "model.safetensors")
     save_weights(ema.state_dict(), state_dir / "ema.safetensors")
     opt_tensors, opt_meta = _optimizer_tensors(opt)
@@ -216,17 +225,32 @@ def _save_state(out: Path, model: torch.nn.Module, ema: torch.nn.Module,
     save_weights({"torch": torch.get_rng_state()}, state_dir / "rng.safetensors")
     record = {"step": step, "identity": identity, "optimizer": opt_meta}
     atomic_write_text(state_dir / "state.json", json.dumps(record, indent=2) + "\n")
+    atomic_write_text(root / LATEST, json.dumps({"step": step, "folder": state_dir.name}) + "\n")
+    for old in root.iterdir():
+        if old.is_dir() and old != state_dir:
+            shutil.rmtree(old, ignore_errors=True)
+        elif old.name.endswith(".safetensors") or old.name == "state.json":
+            old.unlink()  # the single-folder layout of earlier versions
 
 
-def _load_state(out: Path, model: torch.nn.Module, ema: torch.nn.Module,
+def _state_dir(out: Path) -> Path | None:
+    """The complete saved state to resume from, or None."""
+    root = out / STATE_DIR
+    latest = root / LATEST
+    if latest.is_file():
+        folder = root / json.loads(latest.read_text(encoding="utf-8"))["folder"]
+        return folder if (folder / "state.json").is_file() else None
+    return root if (root / "state.json").is_file() else None  # earlier versions' layout
+
+
+def _load_state(state_dir: Path, model: torch.nn.Module, ema: torch.nn.Module,
                 opt: torch.optim.Optimizer, identity: dict[str, Any]) -> int:
-    state_dir = out / STATE_DIR
     record = json.loads((state_dir / "state.json").read_text(encoding="utf-8"))
     if json.loads(json.dumps(identity)) != record["identity"]:
         diff = sorted(k for k in identity if identity[k] != record["identity"].get(k))
         raise CheckpointError(
-            f"{out}: holds the training state of a different run (differs in {diff}); use "
-            "another output folder or turn resuming off"
+            f"{state_dir.parent.parent}: holds the training state of a different run (differs "
+            f"in {diff}); use another output folder or turn resuming off"
         )
     model.load_state_dict(load_file(str(state_dir / "model.safetensors")))
     ema.load_state_dict(load_file(str(state_dir / "ema.safetensors")))
@@ -325,8 +349,9 @@ def train(bundle: GenBrain, store: CohortStore, out: Path | str, config: TrainCo
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     identity = _run_identity(bundle, store, config, env.world, targets)
     start = 0
-    if resume and (out / STATE_DIR / "state.json").is_file():
-        start = _load_state(out, model, ema, opt, identity)
+    state_dir = _state_dir(out) if resume else None
+    if state_dir is not None:
+        start = _load_state(state_dir, model, ema, opt, identity)
     log = _read_loss_log(out, start) if start else []
 
     encoded = encode_table(model.conditions, store.table)
@@ -376,6 +401,8 @@ def train(bundle: GenBrain, store: CohortStore, out: Path | str, config: TrainCo
             advance(float(value))
             if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps:
                 checkpoint(step + 1)
+    if start >= config.steps:  # resumed a finished run: its checkpoint may be half-written
+        checkpoint(start)
     bundle.model.load_state_dict(ema.state_dict())
     bundle.model.eval()
     return out

@@ -58,7 +58,7 @@ from rich.console import Console
 from bids_genbrain.simulate import SimulationConfig, load_effect_map, simulate_dataset
 from bids_genbrain.simulation.groundtruth import effect_path
 from bids_genbrain.stats.compare import METRICS
-from bids_genbrain.templates import _res_label
+from bids_genbrain.derivatives import res_label
 from bids_genbrain.utils import atomic_write_text
 
 SCRIPT = shutil.which("bids_genbrain") or str(Path(sys.executable).parent / "bids_genbrain")
@@ -140,7 +140,7 @@ def evaluate(n: int, sim, out: Path, args: argparse.Namespace, timings: dict) ->
     loss = pd.read_csv(out / "group" / "model" / "loss.tsv", sep="\t")["loss"]
     groups = sim.table["diagnosis"].value_counts()
     descs = ("real",) if args.real_only else ("real", "synthetic")
-    paths = {desc: bwas / (STATMAP.format(res=_res_label(args.resolution), desc=desc)
+    paths = {desc: bwas / (STATMAP.format(res=res_label(args.resolution), desc=desc)
                            + ".nii.gz") for desc in descs}
     synthetic_real_r = (math.nan if args.real_only
                         else maps_correlation(paths["real"], paths["synthetic"]))

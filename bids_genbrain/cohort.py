@@ -14,9 +14,10 @@ A store is a folder::
 Images are found by the output naming contract
 (``sub-<l>[_ses-<s>]_space-MNI152NLin6Asym_res-<r>_..._<suffix>.nii[.gz]``) with a
 glob and pybids' entity parser (no layout database: fast on large derivative trees).
-Modalities by name: ``T1w``, ``T2w``, ``FLAIR`` (``desc-preproc``), ``GM``
-(``label-GM_probseg``), ``GMmod`` (``label-GM_desc-modulated_probseg``, VBM), and any other
-map by its ``desc`` (``FA`` -> ``desc-FA_dwimap``) or suffix. Images on another grid are
+Modalities by name (:func:`bids_genbrain.derivatives.modality_entities`, from the naming
+table): ``T1w``, ``T2w``, ``FLAIR`` (``desc-preproc``), ``GM`` (``label-GM_probseg``),
+``GMmod`` (``label-GM_desc-modulated_probseg``, VBM), and any other map by its ``desc``
+(``FA`` -> ``desc-FA_dwimap``) or suffix. Images on another grid are
 resampled to the requested one (with a warning).
 
 Building reads the images with parallel workers (``n_jobs`` processes), each writing its rows
@@ -45,9 +46,10 @@ import numpy as np
 import pandas as pd
 
 from .arrays import iter_row_blocks
+from .derivatives import TEMPLATE, modality_entities
 from .errors import InputError
 from .model.tokens import mask_sha256
-from .templates import TEMPLATE, brain_mask, mni_grid
+from .templates import brain_mask, mni_grid
 from .utils import allocate, atomic_dir, atomic_write_text
 
 if TYPE_CHECKING:  # torch is imported where conditions are encoded, not by reader workers
@@ -63,40 +65,11 @@ DTYPES = {"float32": "data.f32", "float16": "data.f16"}
 PERCENTILES = (0.5, 99.5)
 """Robust range of an intensity modality: medians over images of these in-mask percentiles."""
 
-MODALITIES: dict[str, dict[str, str | None]] = {
-    "T1w": {"suffix": "T1w", "desc": "preproc", "label": None},
-    "T2w": {"suffix": "T2w", "desc": "preproc", "label": None},
-    "FLAIR": {"suffix": "FLAIR", "desc": "preproc", "label": None},
-    "GM": {"suffix": "probseg", "desc": None, "label": "GM"},
-    "WM": {"suffix": "probseg", "desc": None, "label": "WM"},
-    "CSF": {"suffix": "probseg", "desc": None, "label": "CSF"},
-    "GMmod": {"suffix": "probseg", "desc": "modulated", "label": "GM"},
-}
-"""Named modalities and the entities their files carry."""
-
 _SKIP_SUFFIXES = {"mask", "xfm", "dseg"}
 
 
 class CohortError(InputError):
     """A cohort cannot be built or opened (no images, bad grid, unknown modality)."""
-
-
-def modality_entities(name: str) -> dict[str, str | None]:
-    """Entities (``suffix``, ``desc``, ``label``) that select a modality's files.
-
-    Parameters
-    ----------
-    name : str
-        A name of :data:`MODALITIES`, or a ``desc`` / suffix of any other MNI-space map.
-
-    Returns
-    -------
-    dict
-        ``suffix``/``desc``/``label``; ``"*"`` means any value.
-    """
-    if name in MODALITIES:
-        return dict(MODALITIES[name])
-    return {"suffix": "*", "desc": name, "label": "*"}
 
 
 def _matches(ents: dict[str, Any], query: dict[str, str | None], name: str) -> bool:

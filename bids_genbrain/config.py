@@ -2,12 +2,21 @@
 
 As in fMRIPrep's ``config.py``, the command line only fills this object; every part of the
 app reads its settings from it, and the run log records it whole.
+
+Each option is declared once, here: a :class:`Config` field made with :func:`option` holds
+the default, the help text, the help panel, extra spellings and the values it accepts.
+:mod:`bids_genbrain.cli.bids_app` builds the command line from these fields, and
+:meth:`Config.validate` checks every value against them before any work starts, so a
+configuration made in Python (the demo, tests) is checked exactly like one from the command
+line. To add an option: add a field with :func:`option`, then read ``config.<name>``.
 """
 
 from __future__ import annotations
 
+import math
 import os
-from dataclasses import asdict, dataclass, field
+import typing
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +25,116 @@ from .errors import InputError
 ANALYSIS_LEVELS = ("participant", "group")
 DEVICES = ("auto", "cpu", "cuda")
 
+# help panels, in the order ``--help`` shows them
+INPUT = "Input selection"
+OUTPUT = "Outputs"
+PERFORMANCE = "Performance"
+PREPROCESSING = "Preprocessing (participant level)"
+GROUP = "Group level (model, synthetic cohort, BWAS)"
+RUN = "Run control"
+PANELS = (INPUT, OUTPUT, PERFORMANCE, PREPROCESSING, GROUP, RUN)
+
+MAX_SEED = 2**31 - 2
+"""Largest seed: ANTs takes ``seed + 1`` as a C int."""
+
+
+@dataclass(frozen=True)
+class Option:
+    """How a :class:`Config` field appears on the command line and which values it accepts.
+
+    Attributes
+    ----------
+    help : str
+        One or two sentences for ``--help``.
+    panel : str
+        Help section (one of :data:`PANELS`).
+    flags : tuple of str
+        Spellings besides ``--<name-with-dashes>`` (``-w``, fMRIPrep's ``--nthreads`` ...).
+    metavar : str, optional
+        Placeholder in ``--help``.
+    choices : tuple of str, optional
+        Accepted values.
+    minimum, maximum : float, optional
+        Inclusive bounds of a number.
+    above : float, optional
+        Exclusive lower bound of a number.
+    unit : str
+        Shown in bound errors (``GB``, ``mm``).
+    path : {"file", "dir"}, optional
+        The value names an existing file or folder (made absolute by :meth:`Config.validate`).
+    count : bool
+        A repeatable flag counted into an int (``-vv``).
+    default_text : str, optional
+        What ``--help`` says the default is, where the field's default is resolved later.
+    """
+
+    help: str
+    panel: str = RUN
+    flags: tuple[str, ...] = ()
+    metavar: str | None = None
+    choices: tuple[str, ...] | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    above: float | None = None
+    unit: str = ""
+    path: str | None = None
+    count: bool = False
+    default_text: str | None = None
+
+    def check(self, flag: str, value: Any) -> Any:
+        """Check one value (each item of a list); return it, paths made absolute.
+
+        Raises
+        ------
+        InputError
+            Naming ``flag``, the value and what is accepted.
+        """
+        if value is None:
+            return None
+        if isinstance(value, (list, tuple)):
+            return [self.check(flag, item) for item in value]
+        if self.choices is not None and str(value) not in self.choices:
+            raise InputError(f"{flag} {value!r} unknown; use one of {', '.join(self.choices)}")
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            self._check_number(flag, value)
+        if self.path is not None:
+            return self._check_path(flag, value)
+        return value
+
+    def _check_number(self, flag: str, value: float) -> None:
+        unit = f" {self.unit}" if self.unit else ""
+        if not math.isfinite(value):
+            raise InputError(f"{flag} must be a finite number, got {value}")
+        if self.minimum is not None and value < self.minimum:
+            raise InputError(f"{flag} must be at least {self.minimum:g}{unit}, got {value:g}")
+        if self.above is not None and value <= self.above:
+            raise InputError(f"{flag} must be greater than {self.above:g}{unit}, got {value:g}")
+        if self.maximum is not None and value > self.maximum:
+            raise InputError(f"{flag} must be at most {self.maximum:g}{unit}, got {value:g}")
+
+    def _check_path(self, flag: str, value: Any) -> Path:
+        path = Path(value).expanduser().resolve()
+        if not path.exists():
+            raise InputError(f"{path}: {flag} not found")
+        if self.path == "file" and not path.is_file():
+            raise InputError(f"{path}: {flag} must be a file, not a folder")
+        if self.path == "dir" and not path.is_dir():
+            raise InputError(f"{path}: {flag} must be a folder")
+        return path
+
+
+def option(default: Any = MISSING, *, factory: Any = MISSING, **spec: Any) -> Any:
+    """A :class:`Config` field that is a command-line option (``spec``: :class:`Option`)."""
+    meta = {"option": Option(**spec)}
+    if factory is not MISSING:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def flag_of(name: str) -> str:
+    """The command-line spelling of a field: ``mem_gb`` -> ``--mem-gb``."""
+    return "--" + name.replace("_", "-")
+
 
 @dataclass
 class Config:
@@ -23,42 +142,135 @@ class Config:
 
     bids_dir: Path
     output_dir: Path
-    analysis_level: str
-    participant_label: list[str] = field(default_factory=list)
-    session_label: list[str] = field(default_factory=list)
-    bids_filter_file: Path | None = None
-    skip_bids_validation: bool = False
-    work_dir: Path | None = None
-    nprocs: int = 0
-    omp_nthreads: int = 0
-    mem_gb: float | None = None
-    seed: int = 42
-    device: str = "auto"
-    derivatives: list[Path] = field(default_factory=list)
-    model: Path | str | None = None
-    sloppy: bool = False
-    check_only: bool = False
-    resolution: float = 2.0
-    plugin: str = "MultiProc"
-    plugin_args: dict[str, Any] = field(default_factory=dict)
-    verbose: int = 0
+    analysis_level: list[str]
+    """Levels to run, in this order (``participant``, ``group`` or both; a string is one)."""
+    # input selection
+    participant_label: list[str] = option(
+        factory=list, panel=INPUT, metavar="LABEL...",
+        help="Participants to process (with or without 'sub-'); default all.")
+    session_label: list[str] = option(
+        factory=list, panel=INPUT, metavar="LABEL...",
+        help="Sessions to process (with or without 'ses-'); default all.")
+    bids_filter_file: Path | None = option(
+        None, panel=INPUT, path="file", metavar="FILE",
+        help="JSON of pybids filters per image kind (t1w, t2w, flair), as fMRIPrep's.")
+    skip_bids_validation: bool = option(
+        False, panel=INPUT, help="Do not validate the input dataset.")
+    derivatives: list[Path] = option(
+        factory=list, panel=INPUT, path="dir", metavar="PATH...",
+        help="Existing MNI-space derivatives (e.g. fMRIPrep's) to use instead of "
+             "preprocessing.")
+    # outputs
+    resolution: float = option(
+        2.0, panel=OUTPUT, minimum=0.5, maximum=16.0, unit="mm", metavar="MM",
+        help="MNI grid voxel size in mm (GenBrain: 2).")
+    # performance
+    work_dir: Path | None = option(
+        None, panel=PERFORMANCE, flags=("-w",), metavar="DIR", default_text="OUTPUT_DIR/work",
+        help="Intermediate files; a rerun resumes from here.")
+    nprocs: int = option(
+        0, panel=PERFORMANCE, flags=("--n-cpus",), minimum=0, metavar="N",
+        help="Processes in parallel (0: all CPUs).")
+    omp_nthreads: int = option(
+        0, panel=PERFORMANCE, minimum=0, metavar="N",
+        help="Threads per process (0: min(nprocs, 8)).")
+    mem_gb: float | None = option(
+        None, panel=PERFORMANCE, minimum=1.0, unit="GB", metavar="GB",
+        help="Memory limit for the workflow scheduler.")
+    plugin: str = option(
+        "MultiProc", panel=PERFORMANCE, metavar="NAME",
+        help="nipype plugin: MultiProc, Linear, SLURM, SGE ...")
+    plugin_args: Path | None = option(
+        None, panel=PERFORMANCE, path="file", metavar="FILE",
+        help="JSON file of nipype plugin arguments (e.g. sbatch_args).")
+    device: str = option(
+        "auto", panel=PERFORMANCE, choices=DEVICES, metavar="{auto,cpu,cuda}",
+        help="Where the model runs.")
+    # preprocessing
+    sloppy: bool = option(
+        False, panel=PREPROCESSING,
+        help="Fast, low-resolution registration (tests, demos); not for research.")
+    check_only: bool = option(
+        False, panel=PREPROCESSING,
+        help="Only find and check each participant's images and write the reports (e.g. "
+             "before a long cluster run); no preprocessing.")
     # group level
-    modality: str = "GMmod"
-    condition: list[str] = field(default_factory=lambda: ["age", "sex"])
-    contrast: str | None = None
-    confound: list[str] = field(default_factory=list)
-    n_synthetic: int = 1000
-    reference_map: Path | None = None
-    synthetic_conditions: Path | None = None
-    preset: str = "small"
-    steps: int = 10000
-    batch_size: int = 32
-    lr: float | None = None
-    sampling_steps: int = 50
-    cfg_scale: float = 1.2
-    average: int = 1
-    privacy_threshold: float = 0.95
+    model: str | Path | None = option(
+        None, panel=GROUP, metavar="DIR|URL",
+        help="GenBrain checkpoint to fine-tune: a folder, or an http(s)/file URL of a folder "
+             "or archive (fetched once into the cache), optionally pinned with "
+             "'#sha256=<weights sha256>'; without it a model is trained from scratch on the "
+             "site.")
+    modality: str = option(
+        "GMmod", panel=GROUP, metavar="NAME",
+        help="Map to model: GMmod (modulated GM, VBM), GM, T1w, T2w, FLAIR or a "
+             "derivative's desc.")
+    condition: list[str] = option(
+        factory=lambda: ["age", "sex"], panel=GROUP, metavar="COLUMN...",
+        help="participants.tsv columns the model is conditioned on.")
+    contrast: str | None = option(
+        None, panel=GROUP, metavar="COLUMN",
+        help="participants.tsv column tested in the BWAS (e.g. diagnosis).")
+    confound: list[str] = option(
+        factory=list, panel=GROUP, metavar="COLUMN...",
+        help="Extra confounds beside age, sex (and site when several).")
+    n_synthetic: int = option(
+        1000, panel=GROUP, minimum=1, metavar="N", help="Synthetic images to generate.")
+    reference_map: Path | None = option(
+        None, panel=GROUP, path="file", metavar="FILE",
+        help="d or t map of a large study to compare the BWAS maps with.")
+    synthetic_conditions: Path | None = option(
+        None, panel=GROUP, path="file", metavar="TSV",
+        help="TSV of conditions, one row per synthetic image, instead of the balanced "
+             "default.")
+    preset: str = option(
+        "small", panel=GROUP, metavar="NAME",
+        help="Model size when training from scratch (tiny, small, genbrain-b, genbrain-l).")
+    steps: int = option(
+        10000, panel=GROUP, minimum=1, metavar="N", help="Fine-tuning steps (paper: 10000).")
+    batch_size: int = option(
+        32, panel=GROUP, minimum=1, metavar="N", help="Training batch size (paper: 32).")
+    lr: float | None = option(
+        None, panel=GROUP, above=0.0, maximum=1.0, metavar="LR",
+        default_text="1e-4 to fine-tune a --model (paper), 1e-3 from scratch",
+        help="AdamW learning rate.")
+    sampling_steps: int = option(
+        50, panel=GROUP, minimum=1, maximum=1000, metavar="N", help="DDIM steps.")
+    cfg_scale: float = option(
+        1.2, panel=GROUP, minimum=0.0, metavar="W", help="Classifier-free guidance scale.")
+    average: int = option(
+        1, panel=GROUP, minimum=1, metavar="K",
+        help="Samples averaged per synthetic image (paper: 5).")
+    privacy_threshold: float = option(
+        0.95, panel=GROUP, above=0.0, maximum=1.0, metavar="R",
+        help="Pearson r above which a synthetic image counts as a copy of a training image "
+             "and is excluded.")
+    # run control
+    seed: int = option(
+        42, panel=RUN, minimum=0, maximum=MAX_SEED, metavar="N",
+        help="Seed of every stochastic step.")
+    verbose: int = option(
+        0, panel=RUN, flags=("-v",), count=True, help="More log output (repeatable).")
+    # resolved by validate(), not options
+    plugin_settings: dict[str, Any] = field(default_factory=dict)
     command_line: list[str] = field(default_factory=list)
+
+    @classmethod
+    def options(cls) -> list[tuple[str, Option, Any]]:
+        """``(name, spec, default)`` of every option field, in declaration order."""
+        out = []
+        for f in fields(cls):
+            spec = f.metadata.get("option")
+            if spec is None:
+                continue
+            default = f.default_factory() if f.default_factory is not MISSING else f.default
+            out.append((f.name, spec, default))
+        return out
+
+    @classmethod
+    def types(cls) -> dict[str, Any]:
+        """Field name -> type annotation (evaluated)."""
+        return typing.get_type_hints(cls)
 
     def validate(self) -> Config:
         """Check paths and values up front; resolve defaults.
@@ -73,14 +285,45 @@ class Config:
         InputError
             The first problem found, naming the option or file and the fix.
         """
-        if self.analysis_level not in ANALYSIS_LEVELS:
+        levels = ([self.analysis_level] if isinstance(self.analysis_level, str)
+                  else list(self.analysis_level))
+        unknown = [lv for lv in levels if lv not in ANALYSIS_LEVELS]
+        if unknown or not levels:
+            raise InputError(f"analysis level {' '.join(unknown) or '(none)'} unknown; use "
+                             f"{' or '.join(ANALYSIS_LEVELS)} (or both, in that order)")
+        if len(set(levels)) != len(levels):
+            raise InputError(f"analysis level given twice: {' '.join(levels)}")
+        self.analysis_level = sorted(levels, key=ANALYSIS_LEVELS.index)
+        for name, spec, _ in self.options():
+            setattr(self, name, spec.check(flag_of(name), getattr(self, name)))
+        self._check_folders()
+        self._check_names()
+        if self.model is not None:  # a folder or URL, fetched, hash/grid/mask checked
+            from .model.fetch import resolve_model
+
+            self.model = resolve_model(self.model)
+        if self.lr is None:
+            from .model.presets import default_lr
+
+            self.lr = default_lr(self.preset, fine_tuning=self.model is not None)
+        cpus = os.cpu_count() or 1
+        self.nprocs = self.nprocs if self.nprocs > 0 else cpus
+        self.omp_nthreads = self.omp_nthreads if self.omp_nthreads > 0 else min(self.nprocs, 8)
+        if self.omp_nthreads > self.nprocs:
             raise InputError(
-                f"analysis level {self.analysis_level!r} unknown; use one of {ANALYSIS_LEVELS}"
+                f"--omp-nthreads ({self.omp_nthreads}) cannot exceed --nprocs ({self.nprocs})"
             )
+        self.plugin_settings = _read_plugin_args(self.plugin_args)
+        return self
+
+    def _check_folders(self) -> None:
+        """BIDS_DIR exists; OUTPUT_DIR and the work dir are folders that do not write into it."""
         self.bids_dir = Path(self.bids_dir).expanduser().resolve()
         self.output_dir = Path(self.output_dir).expanduser().resolve()
         if not self.bids_dir.is_dir():
             raise InputError(f"{self.bids_dir}: BIDS_DIR does not exist; give a BIDS dataset root")
+        if self.output_dir.exists() and not self.output_dir.is_dir():
+            raise InputError(f"{self.output_dir}: OUTPUT_DIR is a file; give a folder")
         if self.output_dir == self.bids_dir:
             raise InputError(
                 f"{self.output_dir}: OUTPUT_DIR must differ from BIDS_DIR (the input is never"
@@ -98,51 +341,26 @@ class Config:
             Path(self.work_dir).expanduser().resolve() if self.work_dir
             else self.output_dir / "work"
         )
+        if self.work_dir.exists() and not self.work_dir.is_dir():
+            raise InputError(f"{self.work_dir}: --work-dir is a file; give a folder")
         if self.bids_dir in self.work_dir.parents and "derivatives" not in self.work_dir.parts:
             raise InputError(f"{self.work_dir}: --work-dir must not be inside BIDS_DIR")
-        if self.model is not None:  # a folder or URL, fetched, hash/grid/mask checked
-            from .model.fetch import resolve_model
 
-            self.model = resolve_model(self.model)
-        for name in ("bids_filter_file", "reference_map", "synthetic_conditions"):
-            value = getattr(self, name)
-            if value is not None:
-                path = Path(value).expanduser().resolve()
-                if not path.exists():
-                    raise InputError(f"{path}: --{name.replace('_', '-')} not found")
-                setattr(self, name, path)
-        resolved = []
-        for path in self.derivatives:
-            path = Path(path).expanduser().resolve()
-            if not path.is_dir():
-                raise InputError(f"{path}: --derivatives folder not found")
-            resolved.append(path)
-        self.derivatives = resolved
-        if self.device not in DEVICES:
-            raise InputError(f"--device {self.device!r} unknown; use one of {DEVICES}")
-        if self.resolution <= 0:
-            raise InputError(f"--resolution must be positive (mm), got {self.resolution}")
-        for name in ("n_synthetic", "steps", "batch_size", "sampling_steps", "average"):
-            if getattr(self, name) < 1:
-                raise InputError(f"--{name.replace('_', '-')} must be at least 1")
-        if self.lr is None:
-            from .model.presets import default_lr
+    def _check_names(self) -> None:
+        """Values that name something known elsewhere: preset, nipype plugin, CUDA."""
+        from .model.presets import PRESETS
 
-            self.lr = default_lr(self.preset, fine_tuning=self.model is not None)
-        if not self.lr > 0:
-            raise InputError("--lr must be positive")
-        if not 0 < self.privacy_threshold <= 1:
-            raise InputError("--privacy-threshold must be in (0, 1]")
-        if self.seed < 0:
-            raise InputError("--seed must be a non-negative integer")
-        cpus = os.cpu_count() or 1
-        self.nprocs = self.nprocs if self.nprocs > 0 else cpus
-        self.omp_nthreads = self.omp_nthreads if self.omp_nthreads > 0 else min(self.nprocs, 8)
-        if self.omp_nthreads > self.nprocs:
-            raise InputError(
-                f"--omp-nthreads ({self.omp_nthreads}) cannot exceed --nprocs ({self.nprocs})"
-            )
-        return self
+        if self.preset not in PRESETS:
+            raise InputError(f"--preset {self.preset!r} unknown; use one of "
+                             f"{', '.join(sorted(PRESETS))}")
+        if self.plugin not in ("MultiProc", "Linear") and self.plugin not in nipype_plugins():
+            raise InputError(f"--plugin {self.plugin!r} unknown; nipype has "
+                             f"{', '.join(nipype_plugins())}")
+        if self.device == "cuda":
+            import torch
+
+            if not torch.cuda.is_available():
+                raise InputError("--device cuda: torch sees no CUDA device; use --device cpu")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dictionary (paths as strings) for logs and provenance."""
@@ -150,3 +368,25 @@ class Config:
                     [str(x) for x in v] if isinstance(v, list) and v and isinstance(v[0], Path)
                     else v)
                 for k, v in asdict(self).items()}
+
+
+def nipype_plugins() -> list[str]:
+    """Names of nipype's execution plugins (``MultiProc``, ``Linear``, ``SLURM`` ...)."""
+    from nipype.pipeline import plugins
+
+    return sorted(name[: -len("Plugin")] for name in dir(plugins)
+                  if name.endswith("Plugin") and name != "Plugin")
+
+
+def _read_plugin_args(path: Path | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    import json
+
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: --plugin-args is not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: --plugin-args must hold a JSON object")
+    return data

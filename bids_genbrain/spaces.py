@@ -44,7 +44,8 @@ import nibabel as nb
 import numpy as np
 
 from .errors import InputError
-from .templates import TEMPLATE, _res_label, _resample_to_grid, _valid_image, get_template, mni_grid
+from .derivatives import res_label
+from .templates import TEMPLATE, _resample_to_grid, _valid_image, get_template, mni_grid
 from .utils import atomic_path, atomic_write_text, cache_dir
 
 LOGGER = logging.getLogger(__name__)
@@ -261,7 +262,7 @@ def _resample_like(img: nb.spatialimages.SpatialImage,
 
 
 def _cache_folder(source: str, resolution: float) -> Path:
-    return cache_dir() / "spaces" / f"from-{source}_res-{_res_label(resolution)}"
+    return cache_dir() / "spaces" / f"from-{source}_res-{res_label(resolution)}"
 
 
 def _cached_registration(source: str, resolution: float,

@@ -30,12 +30,10 @@ from pathlib import Path
 import nibabel as nb
 import numpy as np
 
+from .derivatives import TEMPLATE, res_label
 from .utils import atomic_path, cache_dir
 
 LOGGER = logging.getLogger(__name__)
-
-TEMPLATE = "MNI152NLin6Asym"
-"""The standard space of every MNI-space output."""
 
 _FSL_1MM_SHAPE = (182, 218, 182)
 _FSL_ORIGIN_MM = np.array([90.0, -126.0, -72.0])
@@ -69,10 +67,6 @@ def mni_grid(resolution: float = 2.0) -> tuple[tuple[int, int, int], np.ndarray]
     affine = np.diag([-resolution, resolution, resolution, 1.0])
     affine[:3, 3] = _FSL_ORIGIN_MM
     return shape, affine  # type: ignore[return-value]
-
-
-def _res_label(resolution: float) -> str:
-    return f"{resolution:g}".replace(".", "p")
 
 
 def _valid_image(path: Path | str | None) -> bool:
@@ -171,7 +165,7 @@ def _fallback_arrays(resolution: float) -> dict[tuple[str, str | None], np.ndarr
 
 
 def _fallback_name(resolution: float, suffix: str, label: str | None) -> str:
-    ents = [f"tpl-{TEMPLATE}", f"res-{_res_label(resolution)}"]
+    ents = [f"tpl-{TEMPLATE}", f"res-{res_label(resolution)}"]
     if label:
         ents.append(f"label-{label}")
     if suffix == "mask":
@@ -209,7 +203,7 @@ def _writable_folder(folder: str) -> Path:
 
 
 def _fallback_get(resolution: float, suffix: str, label: str | None) -> Path:
-    folder = f"fallback-v2-res-{_res_label(resolution)}"
+    folder = f"fallback-v2-res-{res_label(resolution)}"
     found = _cached_template(folder, _fallback_name(resolution, suffix, label))
     if found is not None:
         return found
@@ -230,7 +224,7 @@ def _resampled_tf_get(resolution: float, suffix: str, label: str | None) -> Path
     source = _templateflow_get(1, suffix, label)
     if source is None:
         return None
-    folder = f"templateflow-v2-res-{_res_label(resolution)}"
+    folder = f"templateflow-v2-res-{res_label(resolution)}"
     found = _cached_template(folder, _fallback_name(resolution, suffix, label))
     if found is not None:
         return found

@@ -30,7 +30,8 @@ def trained(tmp_path_factory):
 
 def _draw(bundle, seed, n=3, **kw):
     table = conditions_table(bundle, n, {"age": 70.0, "sex": "F"})
-    return np.stack([v for _, v in sample(bundle, table, seed, steps=8, **kw)])
+    return np.stack([np.asanyarray(v.dataobj) for _, v in sample(bundle, table, seed, steps=8,
+                                                                   **kw)])
 
 
 def test_same_seed_same_sample_and_batch_independence(trained):

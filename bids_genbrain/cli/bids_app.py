@@ -3,41 +3,40 @@
 Follows the BIDS-Apps specification: positional arguments first, then options. As in
 fMRIPrep, every option also works with underscores (``--participant_label``), and list options
 take several values after one flag (``--participant-label 01 02``).
+
+The options are not declared here: they are the fields of :class:`bids_genbrain.config.Config`
+made with :func:`bids_genbrain.config.option` (default, help, panel, spellings, accepted
+values), turned into typer options by :func:`_option_parameters`. Only values given on the
+command line reach the ``Config``; everything else takes the field's default.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
+import inspect
 import logging
 import sys
-from enum import Enum
+import typing
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
 from .. import __version__
-from ..config import Config
+from ..config import PANELS, Config, Option, flag_of
 from ..errors import InputError, disk_full
+from .common import GroupedCommand, given_on_command_line, run_typer
 
 LOGGER = logging.getLogger("bids_genbrain")
 
-VARIADIC_OPTIONS = (
-    "--participant-label", "--session-label", "--derivatives", "--condition", "--confound",
-)
-"""Options that take several values after one flag (expanded for click)."""
+PROG = "bids_genbrain"
 
 
-class Level(str, Enum):
-    participant = "participant"
-    group = "group"
-
-
-class Device(str, Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
+def _variadic_options() -> tuple[str, ...]:
+    """Options that take several values after one flag (expanded for click)."""
+    hints = Config.types()
+    return tuple(flag_of(name) for name, _, _ in Config.options()
+                 if typing.get_origin(hints[name]) is list)
 
 
 def normalize_argv(argv: list[str]) -> list[str]:
@@ -56,6 +55,7 @@ def normalize_argv(argv: list[str]) -> list[str]:
     -------
     list of str
     """
+    variadic = _variadic_options()
     out: list[str] = []
     current: str | None = None
     for token in argv:
@@ -63,7 +63,7 @@ def normalize_argv(argv: list[str]) -> list[str]:
             name, eq, value = token.partition("=")
             name = name.replace("_", "-")
             token = name + eq + value
-            current = name if (name in VARIADIC_OPTIONS and not eq) else None
+            current = name if (name in variadic and not eq) else None
             out.append(token)
             continue
         if token.startswith("-") and len(token) > 1:
@@ -78,7 +78,7 @@ def normalize_argv(argv: list[str]) -> list[str]:
 
 def _version(value: bool) -> None:
     if value:
-        typer.echo(f"bids_genbrain {__version__}")
+        typer.echo(f"{PROG} {__version__}")
         raise typer.Exit(0)
 
 
@@ -94,172 +94,114 @@ def _setup_console_logging(verbose: int) -> None:
     root.setLevel(min(logging.INFO, console.level))
 
 
-def _plugin_args(path: Optional[Path]) -> dict:
-    if path is None:
-        return {}
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"{path}: --plugin-args file not found") from None
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{path}: --plugin-args is not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise InputError(f"{path}: --plugin-args must hold a JSON object")
-    return data
+def _cli_type(annotation: Any) -> Any:
+    """The typer type of a Config field: ``X | None`` and ``list[X]`` become ``Optional``."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) is list:
+        return Optional[annotation]  # noqa: UP045 - typer needs typing.Optional here
+    if type(None) in typing.get_args(annotation):
+        return Optional[args[0]]  # noqa: UP045
+    return annotation
 
 
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None,
-                  context_settings={"help_option_names": ["-h", "--help"]})
+def _show_default(spec: Option, default: Any) -> bool | str:
+    if spec.default_text is not None:
+        return spec.default_text
+    if isinstance(default, list):
+        return " ".join(map(str, default)) if default else False
+    return default is not None and not isinstance(default, bool)
 
-_IN = "Input selection"
-_PERF = "Performance"
-_PREP = "Preprocessing (participant level)"
-_GROUP = "Group level (model, synthetic cohort, BWAS)"
+
+def _option_parameters() -> list[inspect.Parameter]:
+    """One keyword parameter with a ``typer.Option`` per :class:`Config` option field."""
+    hints = Config.types()
+    params = []
+    for name, spec, default in Config.options():
+        flags = (flag_of(name), *spec.flags)
+        help_text = spec.help
+        if spec.choices and not spec.metavar:
+            help_text += f" One of {', '.join(spec.choices)}."
+        info = typer.Option(*flags, help=help_text, metavar=spec.metavar, count=spec.count,
+                            show_default=_show_default(spec, default),
+                            rich_help_panel=spec.panel)
+        cli_default = None if isinstance(default, list) else default
+        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY,
+                                        default=cli_default,
+                                        annotation=Annotated[_cli_type(hints[name]), info]))
+    return params
 
 
-@app.command(no_args_is_help=True)
-def bids_genbrain(
-    bids_dir: Annotated[Path, typer.Argument(help="Root of the BIDS dataset (read only).",
-                                             show_default=False)],
-    output_dir: Annotated[Path, typer.Argument(help="Where derivatives are written.",
-                                               show_default=False)],
-    analysis_level: Annotated[Level, typer.Argument(
-        help="participant: preprocess each participant to MNI152NLin6Asym; group: fine-tune "
-             "GenBrain, generate a synthetic cohort, BWAS maps.", show_default=False)],
-    participant_label: Annotated[Optional[list[str]], typer.Option(
-        "--participant-label", metavar="LABEL...", help="Participants to process (with or without 'sub-'); "
-        "default all.", rich_help_panel=_IN)] = None,
-    session_label: Annotated[Optional[list[str]], typer.Option(
-        "--session-label", metavar="LABEL...", help="Sessions to process (with or without 'ses-'); default all.",
-        rich_help_panel=_IN)] = None,
-    bids_filter_file: Annotated[Optional[Path], typer.Option(
-        "--bids-filter-file", help="JSON of pybids filters per image kind (t1w, t2w, flair), "
-        "as fMRIPrep's.", rich_help_panel=_IN)] = None,
-    skip_bids_validation: Annotated[bool, typer.Option(
-        "--skip-bids-validation", help="Do not validate the input dataset.",
-        rich_help_panel=_IN)] = False,
-    derivatives: Annotated[Optional[list[Path]], typer.Option(
-        "--derivatives", metavar="PATH...", help="Existing MNI-space derivatives (e.g. fMRIPrep's) to use instead "
-        "of preprocessing.", rich_help_panel=_IN)] = None,
-    work_dir: Annotated[Optional[Path], typer.Option(
-        "-w", "--work-dir", help="Intermediate files; a rerun resumes from here. "
-        "Default: OUTPUT_DIR/work.", rich_help_panel=_PERF)] = None,
-    nprocs: Annotated[int, typer.Option("--nprocs", "--n-cpus", help="Processes in parallel "
-                                        "(0: all CPUs).", rich_help_panel=_PERF)] = 0,
-    omp_nthreads: Annotated[int, typer.Option("--omp-nthreads", help="Threads per process "
-                                              "(0: min(nprocs, 8)).", rich_help_panel=_PERF)] = 0,
-    mem_gb: Annotated[Optional[float], typer.Option("--mem-gb", help="Memory limit for the "
-                                                    "workflow scheduler.", rich_help_panel=_PERF)] = None,
-    plugin: Annotated[str, typer.Option("--plugin", help="nipype plugin: MultiProc, Linear, "
-                                        "SLURM, SGE ...", rich_help_panel=_PERF)] = "MultiProc",
-    plugin_args: Annotated[Optional[Path], typer.Option(
-        "--plugin-args", help="JSON file of nipype plugin arguments (e.g. sbatch_args).",
-        rich_help_panel=_PERF)] = None,
-    device: Annotated[Device, typer.Option("--device", help="Where the model runs.",
-                                           rich_help_panel=_PERF)] = Device.auto,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of every stochastic step.")] = 42,
-    sloppy: Annotated[bool, typer.Option("--sloppy", help="Fast, low-resolution registration "
-                                         "(tests, demos); not for research.",
-                                         rich_help_panel=_PREP)] = False,
-    check_only: Annotated[bool, typer.Option(
-        "--check-only", help="Only find and check each participant's images and write the "
-        "reports (e.g. before a long cluster run); no preprocessing.",
-        rich_help_panel=_PREP)] = False,
-    resolution: Annotated[float, typer.Option("--resolution", help="MNI grid voxel size in mm "
-                                              "(GenBrain: 2).", rich_help_panel=_PREP)] = 2.0,
-    model: Annotated[Optional[str], typer.Option(
-        "--model", help="GenBrain checkpoint to fine-tune: a folder, or an http(s)/file URL of "
-        "a folder or archive (fetched once into the cache), optionally pinned with "
-        "'#sha256=<weights sha256>'; without it a model is trained from scratch on the site.",
-        rich_help_panel=_GROUP)] = None,
-    modality: Annotated[str, typer.Option("--modality", help="Map to model: GMmod (modulated "
-                                          "GM, VBM), GM, T1w, T2w, FLAIR or a derivative's desc.",
-                                          rich_help_panel=_GROUP)] = "GMmod",
-    condition: Annotated[Optional[list[str]], typer.Option(
-        "--condition", metavar="COLUMN...", help="participants.tsv columns the model is conditioned on "
-        "(default: age sex).", rich_help_panel=_GROUP)] = None,
-    contrast: Annotated[Optional[str], typer.Option(
-        "--contrast", help="participants.tsv column tested in the BWAS (e.g. diagnosis).",
-        rich_help_panel=_GROUP)] = None,
-    confound: Annotated[Optional[list[str]], typer.Option(
-        "--confound", metavar="COLUMN...", help="Extra confounds beside age, sex (and site when several).",
-        rich_help_panel=_GROUP)] = None,
-    n_synthetic: Annotated[int, typer.Option("--n-synthetic", help="Synthetic images to "
-                                             "generate.", rich_help_panel=_GROUP)] = 1000,
-    reference_map: Annotated[Optional[Path], typer.Option(
-        "--reference-map", help="d or t map of a large study to compare the BWAS maps with.",
-        rich_help_panel=_GROUP)] = None,
-    synthetic_conditions: Annotated[Optional[Path], typer.Option(
-        "--synthetic-conditions", help="TSV of conditions, one row per synthetic image, "
-        "instead of the balanced default.", rich_help_panel=_GROUP)] = None,
-    preset: Annotated[str, typer.Option("--preset", help="Model size when training from "
-                                        "scratch (tiny, small, genbrain-b, genbrain-l).",
-                                        rich_help_panel=_GROUP)] = "small",
-    steps: Annotated[int, typer.Option("--steps", help="Fine-tuning steps (paper: 10000).",
-                                       rich_help_panel=_GROUP)] = 10000,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Training batch size "
-                                            "(paper: 32).", rich_help_panel=_GROUP)] = 32,
-    lr: Annotated[Optional[float], typer.Option(
-        "--lr", help="AdamW learning rate [default: 1e-4 to fine-tune a --model (paper), 1e-3 "
-        "from scratch]", show_default=False, rich_help_panel=_GROUP)] = None,
-    sampling_steps: Annotated[int, typer.Option("--sampling-steps", help="DDIM steps.",
-                                                rich_help_panel=_GROUP)] = 50,
-    cfg_scale: Annotated[float, typer.Option("--cfg-scale", help="Classifier-free guidance "
-                                             "scale.", rich_help_panel=_GROUP)] = 1.2,
-    average: Annotated[int, typer.Option("--average", help="Samples averaged per synthetic "
-                                         "image (paper: 5).", rich_help_panel=_GROUP)] = 1,
-    privacy_threshold: Annotated[float, typer.Option(
-        "--privacy-threshold", help="Pearson r above which a synthetic image counts as a copy "
-        "of a training image and is excluded.", rich_help_panel=_GROUP)] = 0.95,
-    verbose: Annotated[int, typer.Option("-v", "--verbose", count=True,
-                                         help="More log output (repeatable).")] = 0,
-    version: Annotated[Optional[bool], typer.Option(
-        "--version", callback=_version, is_eager=True, help="Print the version and exit.")] = None,
-) -> None:
+def _positional_parameters() -> list[inspect.Parameter]:
+    keyword = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    return [
+        inspect.Parameter("ctx", keyword, annotation=typer.Context),
+        inspect.Parameter("bids_dir", keyword, annotation=Annotated[Path, typer.Argument(
+            metavar="BIDS_DIR", help="Root of the BIDS dataset (read only).",
+            show_default=False)]),
+        inspect.Parameter("output_dir", keyword, annotation=Annotated[Path, typer.Argument(
+            metavar="OUTPUT_DIR", help="Where derivatives are written.", show_default=False)]),
+        inspect.Parameter("analysis_level", keyword, annotation=Annotated[list[str],
+            typer.Argument(metavar="{participant,group}...", show_default=False,
+                           help="participant: preprocess each participant to "
+                                "MNI152NLin6Asym; group: fine-tune GenBrain, generate a "
+                                "synthetic cohort, BWAS maps; both: one after the other.")]),
+    ]
+
+
+def _extra_parameters() -> list[inspect.Parameter]:
+    """Options that are not settings of the run."""
+    return [inspect.Parameter(
+        "version", inspect.Parameter.KEYWORD_ONLY, default=None,
+        annotation=Annotated[Optional[bool], typer.Option(  # noqa: UP045
+            "--version", callback=_version, is_eager=True, rich_help_panel=PANELS[-1],
+            help="Print the version and exit."),
+        ])]
+
+
+def bids_genbrain(ctx: typer.Context, bids_dir: Path, output_dir: Path,
+                  analysis_level: list[str], **values: Any) -> None:
     """GenBrain BIDS-App: preprocess to MNI152NLin6Asym 2 mm, fine-tune the generative model on
     a site, generate balanced synthetic cohorts and brain-wide association maps.
 
     Exit codes: 0 success, 1 some participant failed (the others finished), 2 bad input.
     """
-    _setup_console_logging(verbose)
+    values.pop("version", None)
+    given = given_on_command_line(ctx, values)
+    _setup_console_logging(given.get("verbose", 0))
     try:
-        config = Config(
-            bids_dir=bids_dir, output_dir=output_dir, analysis_level=analysis_level.value,
-            participant_label=participant_label or [], session_label=session_label or [],
-            bids_filter_file=bids_filter_file, skip_bids_validation=skip_bids_validation,
-            work_dir=work_dir, nprocs=nprocs, omp_nthreads=omp_nthreads, mem_gb=mem_gb,
-            seed=seed, device=device.value, derivatives=derivatives or [], model=model,
-            sloppy=sloppy, check_only=check_only, resolution=resolution, plugin=plugin,
-            plugin_args=_plugin_args(plugin_args), verbose=verbose, modality=modality,
-            condition=condition or ["age", "sex"], contrast=contrast, confound=confound or [],
-            n_synthetic=n_synthetic, reference_map=reference_map,
-            synthetic_conditions=synthetic_conditions, preset=preset, steps=steps,
-            batch_size=batch_size, lr=lr, sampling_steps=sampling_steps, cfg_scale=cfg_scale,
-            average=average, privacy_threshold=privacy_threshold,
-            command_line=list(sys.argv),
-        ).validate()
+        config = Config(bids_dir=bids_dir, output_dir=output_dir,
+                        analysis_level=analysis_level, command_line=list(sys.argv),
+                        **given).validate()
         code = run(config)
     except InputError as exc:
-        typer.echo(f"bids_genbrain: error: {exc}", err=True)
+        typer.echo(f"{PROG}: error: {exc}", err=True)
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
-        typer.echo("bids_genbrain: interrupted; rerun the same command to resume", err=True)
+        typer.echo(f"{PROG}: interrupted; rerun the same command to resume", err=True)
         raise typer.Exit(130) from None
     except Exception as exc:  # noqa: BLE001 - the traceback goes to the log, not the terminal
         LOGGER.debug("unexpected error", exc_info=True)
         full = disk_full(exc)
         if full is not None:
-            typer.echo(f"bids_genbrain: error: {full}", err=True)
+            typer.echo(f"{PROG}: error: {full}", err=True)
             raise typer.Exit(1) from None
         logs = Path(output_dir).resolve() / "logs"
-        typer.echo(f"bids_genbrain: error: {type(exc).__name__}: {exc} (traceback in {logs})",
+        typer.echo(f"{PROG}: error: {type(exc).__name__}: {exc} (traceback in {logs})",
                    err=True)
         raise typer.Exit(1) from None
     raise typer.Exit(code)
 
 
+bids_genbrain.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+    _positional_parameters() + _option_parameters() + _extra_parameters())
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None,
+                  context_settings={"help_option_names": ["-h", "--help"]})
+app.command(cls=GroupedCommand, no_args_is_help=True)(bids_genbrain)
+
+
 def run(config: Config) -> int:
-    """Run the configured analysis level; return the exit code.
+    """Run the configured analysis level(s); return the exit code.
 
     Parameters
     ----------
@@ -275,33 +217,39 @@ def run(config: Config) -> int:
     from ..runlog import run_log
 
     config.output_dir.mkdir(parents=True, exist_ok=True)
-    with contextlib.ExitStack() as stack:
-        if config.analysis_level == "group":  # one group level per OUTPUT_DIR at a time
-            stack.enter_context(exclusive_lock(config.output_dir / "group" / ".lock",
-                                               f"a group-level run on {config.output_dir}"))
-        log = stack.enter_context(run_log(config.output_dir, config.analysis_level,
-                                          config.to_dict(), config.seed))
-        if config.analysis_level == "participant":
-            from ..participant import run_participant_level
+    code = 0
+    for level in config.analysis_level:
+        with contextlib.ExitStack() as stack:
+            if level == "group":  # one group level per OUTPUT_DIR at a time
+                stack.enter_context(exclusive_lock(config.output_dir / "group" / ".lock",
+                                                   f"a group-level run on {config.output_dir}"))
+            log = stack.enter_context(run_log(config.output_dir, level, config.to_dict(),
+                                              config.seed))
+            if level == "participant":
+                from ..participant import run_participant_level
 
-            results = run_participant_level(config, log)
-            failed = [r for r in results if r.status != "ok"]
-            typer.echo(f"participant level: {len(results) - len(failed)} of {len(results)} "
-                       f"participant(s) finished; outputs in {config.output_dir}")
-            if failed:
-                typer.echo(f"{len(failed)} participant(s) failed:", err=True)
-                for r in failed:
-                    typer.echo(f"  sub-{r.subject}: {r.reason}", err=True)
-                log.record["status"] = "finished with failures"
-                return 1
-            return 0
-        from ..group import run_group_level
+                results = run_participant_level(config, log)
+                failed = [r for r in results if r.status != "ok"]
+                typer.echo(f"participant level: {len(results) - len(failed)} of "
+                           f"{len(results)} participant(s) finished; outputs in "
+                           f"{config.output_dir}")
+                if failed:
+                    typer.echo(f"{len(failed)} participant(s) failed:", err=True)
+                    for r in failed:
+                        typer.echo(f"  sub-{r.subject}: {r.reason}", err=True)
+                    log.record["status"] = "finished with failures"
+                    code = 1
+                continue
+            from ..group import run_group_level
 
-        run_group_level(config, log)
-        return 0
+            run_group_level(config, log)
+    return code
 
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point of ``bids_genbrain``."""
     args = normalize_argv(list(sys.argv[1:] if argv is None else argv))
-    app(args=args, prog_name="bids_genbrain")
+    run_typer(app, args, PROG)
+
+
+__all__ = ["app", "main", "normalize_argv", "run"]

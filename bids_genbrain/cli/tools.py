@@ -6,41 +6,60 @@ so ``genbrain --help`` lists them all while importing only what the called comma
 
 from __future__ import annotations
 
+import sys
+from typing import Annotated, Optional
+
 import typer
 
+from .. import __version__
+from .common import GroupedCommand, GroupedGroup, run_typer
+
+PROG = "genbrain"
+
 app = typer.Typer(
-    name="genbrain",
+    name=PROG,
+    cls=GroupedGroup,
     help="GenBrain tools: simulate BIDS cohorts, pretrain and sample the model, run a demo.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"{PROG} {__version__}")
+        raise typer.Exit(0)
+
 
 @app.callback()
-def _tools() -> None:
+def _tools(
+    version: Annotated[Optional[bool], typer.Option(  # noqa: UP045 - typer needs Optional
+        "--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = None,
+) -> None:
     """GenBrain tools: simulate BIDS cohorts, pretrain and sample the model, run a demo."""
 
 
 from .fetch_templates import fetch_templates  # noqa: E402
 
-app.command("fetch-templates")(fetch_templates)
+app.command("fetch-templates", cls=GroupedCommand)(fetch_templates)
 from .pretrain import pretrain  # noqa: E402
 
-app.command("pretrain")(pretrain)
+app.command("pretrain", cls=GroupedCommand)(pretrain)
 from .sample import sample  # noqa: E402
 
-app.command("sample")(sample)
+app.command("sample", cls=GroupedCommand)(sample)
 from .simulate import simulate  # noqa: E402
 
-app.command("simulate")(simulate)
+app.command("simulate", cls=GroupedCommand)(simulate)
 from .demo import demo  # noqa: E402
 
-app.command("demo")(demo)
+app.command("demo", cls=GroupedCommand)(demo)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     """Console-script entry point of ``genbrain``."""
-    app()
+    run_typer(app, list(sys.argv[1:] if argv is None else argv), PROG)

@@ -1,7 +1,7 @@
 """Sampling a checkpoint into MNI-space images, and synthetic cohorts as BIDS-Derivatives.
 
-:func:`sample` streams one image per row of a conditions table (in original units, on the
-model's MNI grid); :func:`write_synthetic_dataset` writes them as a BIDS-Derivatives dataset
+:func:`sample` streams one NIfTI image per row of a conditions table (in original units, on
+the model's MNI grid); :func:`write_synthetic_dataset` writes them as a BIDS-Derivatives dataset
 (``sub-synth0001`` ...) that uses the same file names as real participant-level outputs, so
 every reader of derivatives (the cohort builder, BWAS) reads synthetic cohorts unchanged.
 """
@@ -21,8 +21,8 @@ import pandas as pd
 import torch
 
 from ..cohort import denormalise
-from ..derivatives import derivative_path, sidecar_path, write_dataset_description, write_image
-from ..templates import TEMPLATE, mni_grid
+from ..derivatives import (TEMPLATE, derivative_path, masked_to_image, mni_entities,
+                           sidecar_path, write_dataset_description, write_image)
 from ..utils import atomic_write_text
 from .checkpoint import GenBrain, load_checkpoint, save_weights
 from .conditions import encode_table
@@ -80,7 +80,7 @@ def sample(
     progress: bool = False,
     image_cond: np.ndarray | None = None,
     skip: Collection[int] = (),
-) -> Iterator[tuple[int, np.ndarray]]:
+) -> Iterator[tuple[int, nb.Nifti1Image]]:
     """Stream one generated image per row of ``table``.
 
     Parameters
@@ -109,8 +109,9 @@ def sample(
     ------
     index : int
         Position in ``table``.
-    image : ndarray of float32, shape ``mni_grid(resolution)[0]``
-        In the modality's original units; zero outside the brain mask.
+    image : nibabel.Nifti1Image
+        float32 on the model's MNI grid, in the modality's original units; zero outside the
+        brain mask (:func:`bids_genbrain.derivatives.masked_to_image`).
 
     Raises
     ------
@@ -139,10 +140,9 @@ def sample(
     with _progress(progress, total) as advance:
         for i, flat in stream:
             norm = bundle.normalisation.get(table["modality"].iloc[i], {"lo": 0.0, "hi": 1.0})
-            vol = np.zeros(mask.shape, dtype=np.float32)
-            vol[mask] = denormalise(flat.numpy(), norm)
             advance()
-            yield i, vol
+            yield i, masked_to_image(denormalise(flat.numpy(), norm), mask,
+                                     bundle.arch.resolution)
 
 
 @contextlib.contextmanager
@@ -156,10 +156,6 @@ def _progress(enabled: bool, total: int) -> Iterator[Callable[[], None]]:
     with Progress() as bar:
         task = bar.add_task("sampling", total=total)
         yield lambda: bar.update(task, advance=1)
-
-
-def _res_label(resolution: float) -> str:
-    return f"{resolution:g}".replace(".", "p")
 
 
 def synthetic_path(root: Path | str, index: int, modality_entities: Mapping[str, Any],
@@ -179,8 +175,8 @@ def synthetic_path(root: Path | str, index: int, modality_entities: Mapping[str,
     -------
     pathlib.Path
     """
-    ents = {"sub": f"synth{index + 1:04d}", "space": TEMPLATE, "res": _res_label(resolution),
-            "label": modality_entities.get("label"), "desc": modality_entities.get("desc")}
+    ents = mni_entities(resolution, sub=f"synth{index + 1:04d}",
+                        label=modality_entities.get("label"), desc=modality_entities.get("desc"))
     return derivative_path(root, ents, modality_entities["suffix"])
 
 
@@ -226,7 +222,6 @@ def write_synthetic_dataset(
         source_datasets=[{"URL": f"file://{bundle.path.resolve()}"}] if bundle.path else None,
         description=f"Images sampled from a GenBrain checkpoint (weights sha256 {model_sha})",
     )
-    _, affine = mni_grid(bundle.arch.resolution)
     ids = [f"sub-synth{i + 1:04d}" for i in range(len(table))]
     paths, sidecars = [], []
     for i in range(len(table)):
@@ -249,12 +244,8 @@ def write_synthetic_dataset(
     # resume: an image whose file and identical sidecar exist was written by an earlier run
     done = {i for i, (path, meta) in enumerate(zip(paths, sidecars, strict=True))
             if path.is_file() and _same_sidecar(sidecar_path(path), meta)}
-    for i, vol in sample(bundle, table, seed, steps=steps, cfg_scale=cfg_scale, average=average,
+    for i, img in sample(bundle, table, seed, steps=steps, cfg_scale=cfg_scale, average=average,
                          batch_size=batch_size, device=device, progress=progress, skip=done):
-        img = nb.Nifti1Image(vol, affine)
-        img.header.set_xyzt_units("mm")
-        img.header.set_qform(affine, code=4)
-        img.header.set_sform(affine, code=4)
         write_image(img, paths[i], sidecars[i])
     participants = table.copy()
     participants.insert(0, "participant_id", ids)

@@ -6,13 +6,13 @@ import json
 import tempfile
 from pathlib import Path
 
-import nibabel as nb
 import numpy as np
 import pandas as pd
 
 from ..config import Config
+from ..derivatives import masked_to_image
 from ..runlog import package_versions
-from ..templates import mni_grid, template_source
+from ..templates import template_source
 from .base import Section, render_report
 from .figures import plot_examples, plot_memorization, plot_statmap
 
@@ -73,7 +73,6 @@ def write_group_report(config: Config, *, site, plan, model, synthetic, gate, bw
         balance_table(bwas.synthetic_table, config.contrast).assign(cohort="synthetic")])
     versions = package_versions()
     resolution = store.resolution
-    shape, affine = mni_grid(resolution)
     mask = store.mask()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -121,21 +120,19 @@ def write_group_report(config: Config, *, site, plan, model, synthetic, gate, bw
             status="warning" if len(flagged) else "ok"))
 
         modality = config.modality
-        real_mean = np.zeros(shape, np.float32)
-        real_mean[mask] = store.denormalise(
-            np.asarray(store.data).mean(axis=0), modality)
+        real_mean = masked_to_image(store.denormalise(np.asarray(store.data).mean(axis=0),
+                                                      modality), mask, resolution)
         examples, labels = [], []
         for row in kept[:N_EXAMPLES]:
-            vol = np.zeros(shape, np.float32)
-            vol[mask] = synth_store.denormalise(np.asarray(synth_store.data[row]), modality)
-            examples.append(nb.Nifti1Image(vol, affine))
+            examples.append(masked_to_image(synth_store.denormalise(
+                np.asarray(synth_store.data[row]), modality), mask, resolution))
             info = synth_store.table.iloc[row]
             labels.append(", ".join(f"{c}={info[c]:.0f}" if isinstance(info[c], float)
                                     else f"{c}={info[c]}" for c in config.condition
                                     if c in info))
         if examples:
             sections.append(Section("Synthetic examples", figures=[plot_examples(
-                nb.Nifti1Image(real_mean, affine), examples, tmp / "examples.png",
+                real_mean, examples, tmp / "examples.png",
                 labels=labels)]))
         sections.append(Section("Condition balance", tables=[balance]))
         provenance = pd.DataFrame([

@@ -32,14 +32,10 @@ import nibabel as nb
 import numpy as np
 from scipy.ndimage import map_coordinates
 
-from ..derivatives import derivative_path, sidecar_path
-from ..templates import TEMPLATE, TISSUES, _res_label, brain_mask
+from ..derivatives import derivative_path, kind_path, mni_entities, res_label, sidecar_path
+from ..templates import TEMPLATE, TISSUES, brain_mask
 
 GROUNDTRUTH_NAME = "groundtruth"
-
-
-def _mni_entities(subject: str | None, session: str | None, resolution: float) -> dict:
-    return {"sub": subject, "ses": session, "space": TEMPLATE, "res": _res_label(resolution)}
 
 
 def truth_paths(gt_root: Path | str, subject: str, session: str | None, resolution: float,
@@ -63,17 +59,15 @@ def truth_paths(gt_root: Path | str, subject: str, session: str | None, resoluti
         ``coords_<modality>``, ``native_probseg_<tissue>``.
     """
     root = Path(gt_root)
-    mni = _mni_entities(subject, session, resolution)
-    paths = {f"preproc_{m}": derivative_path(root, {**mni, "desc": "preproc"}, m)
-             for m in modalities}
+    ents = {"sub": subject, "ses": session, "resolution": resolution}
+    paths = {f"preproc_{m}": kind_path(root, "preproc", modality=m, **ents) for m in modalities}
     for tissue in TISSUES:
-        paths[f"probseg_{tissue}"] = derivative_path(root, {**mni, "label": tissue}, "probseg")
-    paths["gm_modulated"] = derivative_path(root, {**mni, "label": "GM", "desc": "modulated"},
-                                            "probseg")
-    paths["log_jacobian"] = derivative_path(root, {**mni, "desc": "log"}, "jacobian")
+        paths[f"probseg_{tissue}"] = kind_path(root, tissue, **ents)
+    paths["gm_modulated"] = kind_path(root, "GMmod", **ents)
+    paths["log_jacobian"] = kind_path(root, "logjacobian", **ents)
     for m in modalities:
         ents = {"sub": subject, "ses": session, "from": TEMPLATE, "to": m, "mode": "image",
-                "res": _res_label(resolution), "desc": "coords"}
+                "res": res_label(resolution), "desc": "coords"}
         paths[f"coords_{m}"] = derivative_path(root, ents, "xfm")
     for tissue in TISSUES:  # with native_tissues: on the native T1w's grid
         paths[f"native_probseg_{tissue}"] = derivative_path(
@@ -83,8 +77,7 @@ def truth_paths(gt_root: Path | str, subject: str, session: str | None, resoluti
 
 def effect_path(gt_root: Path | str, measure: str, covariate: str, resolution: float) -> Path:
     """Path of a planted effect map (``measure``: GM, jacobian, FA, MD, FC)."""
-    ents = {"space": TEMPLATE, "res": _res_label(resolution), "label": measure,
-            "desc": covariate}
+    ents = mni_entities(resolution, label=measure, desc=covariate)
     return derivative_path(gt_root, ents, "effect")
 
 

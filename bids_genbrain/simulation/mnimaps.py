@@ -21,8 +21,8 @@ import nibabel as nb
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from ..derivatives import derivative_path, write_image
-from ..templates import TEMPLATE, TISSUES, _res_label
+from ..derivatives import derivative_path, kind_path, mni_entities, write_image
+from ..templates import TISSUES
 from .anatomy import region_weight
 from .config import FC_NETWORK, FC_SEED, Effects
 from .subject import SessionTruth
@@ -106,15 +106,14 @@ def write_session_mnimaps(root: Path, subject: str, session: str | None, truth: 
     -------
     list of Path
     """
-    mni = {"sub": subject, "ses": session, "space": TEMPLATE, "res": _res_label(resolution)}
+    at = {"sub": subject, "ses": session, "resolution": resolution}
+    mni = mni_entities(resolution, sub=subject, ses=session)
     shape = mask.shape
     sources = {"Description": "Simulated: ground truth plus estimation noise (bids_genbrain"
                               " simulate); not derived from the raw images."}
     written = []
 
-    def save(data: np.ndarray, ents: dict[str, Any], suffix: str, datatype: str = "anat",
-             sidecar: dict | None = None) -> None:
-        path = derivative_path(root, ents, suffix, datatype=datatype)
+    def save(data: np.ndarray, path: Path, sidecar: dict | None = None) -> None:
         img = nb.Nifti1Image(np.where(mask, data, 0).astype(np.float32), affine)
         write_image(img, path, {**sources, **(sidecar or {})})
         written.append(path)
@@ -122,23 +121,24 @@ def write_session_mnimaps(root: Path, subject: str, session: str | None, truth: 
     for modality, image in truth.images.items():
         scale = max(float(np.percentile(image[mask], 99)), 1e-6)
         noisy = image + noise * scale * 0.5 * rng.standard_normal(shape)
-        save(noisy, {**mni, "desc": "preproc"}, modality)
+        save(noisy, kind_path(root, "preproc", modality=modality, **at))
     tissues = {t: np.clip(truth.tissue[t] + 0.02 * rng.standard_normal(shape), 0, 1)
                for t in TISSUES}
     tissues["GM"] = np.clip(tissues["GM"] * gm_bias, 0, 1)
     for tissue, data in tissues.items():
-        save(data, {**mni, "label": tissue}, "probseg")
+        save(data, kind_path(root, tissue, **at))
     modulated = tissues["GM"] * np.exp(truth.log_jacobian)
-    save(modulated, {**mni, "label": "GM", "desc": "modulated"}, "probseg")
+    save(modulated, kind_path(root, "GMmod", **at))
     mask_img = nb.Nifti1Image(mask.astype(np.uint8), affine)
-    mask_path = derivative_path(root, {**mni, "desc": "brain"}, "mask")
+    mask_path = kind_path(root, "mask", **at)
     write_image(mask_img, mask_path, sources)
     written.append(mask_path)
     maps = diffusion_fc_maps(truth, points_mm, row, effects, rng, resolution)
-    save(maps["FA"], {**mni, "desc": "FA"}, "dwimap", "dwi")
-    save(maps["MD"], {**mni, "desc": "MD"}, "dwimap", "dwi", {"Units": "mm^2/s"})
-    save(maps["FC"], {**{"sub": subject, "ses": session, "task": "rest"}, **mni, "desc": "FC"},
-         "boldmap", "func",
+    save(maps["FA"], derivative_path(root, {**mni, "desc": "FA"}, "dwimap", datatype="dwi"))
+    save(maps["MD"], derivative_path(root, {**mni, "desc": "MD"}, "dwimap", datatype="dwi"),
+         {"Units": "mm^2/s"})
+    save(maps["FC"], derivative_path(root, {**mni, "task": "rest", "desc": "FC"}, "boldmap",
+                                     datatype="func"),
          {"Seed": {"Name": FC_SEED.name, "CenterMM": list(FC_SEED.center_mm),
                    "RadiusMM": FC_SEED.radius_mm},
           "Units": "Pearson correlation"})

@@ -33,7 +33,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import nibabel as nb
 import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
@@ -42,8 +41,8 @@ from tqdm.auto import tqdm
 
 from .. import __version__
 from ..arrays import as_rows, block_rows, iter_row_blocks
-from ..derivatives import bids_name, write_image
-from ..templates import TEMPLATE, _res_label, brain_mask, mni_grid
+from ..derivatives import TEMPLATE, kind_path, masked_to_image, write_image
+from ..templates import brain_mask, mni_grid
 
 STATS = ("t", "p", "d", "q")
 """Statistics written as maps, in BIDS-Stats-Models ``stat-<label>`` spelling."""
@@ -463,7 +462,7 @@ def write_statmaps(
     dict
         Statistic label -> written path.
     """
-    shape, affine = mni_grid(resolution)
+    shape, _ = mni_grid(resolution)
     mask = brain_mask(resolution) if mask is None else np.asarray(mask, dtype=bool)
     if mask.shape != tuple(shape):
         raise ValueError(f"mask shape {mask.shape} is not the {resolution:g} mm grid {shape}")
@@ -497,14 +496,8 @@ def write_statmaps(
     common.update(metadata or {})
     written = {}
     for stat, values in result.maps().items():
-        volume = np.zeros(shape, dtype=np.float32)
-        volume[mask] = values
-        img = nb.Nifti1Image(volume, affine)
-        img.header.set_xyzt_units("mm")
-        img.header.set_qform(affine, code=4)
-        img.header.set_sform(affine, code=4)
-        name = bids_name({"space": TEMPLATE, "res": _res_label(resolution), "contrast": label,
-                          "desc": _label(desc), "stat": stat}, "statmap")
+        path = kind_path(out_dir, "statmap", resolution=resolution, contrast=label,
+                         desc=_label(desc), stat=stat)
         sidecar = {"Statistic": stat, "Description": descriptions[stat], **common}
-        written[stat] = write_image(img, Path(out_dir) / name, sidecar)
+        written[stat] = write_image(masked_to_image(values, mask, resolution), path, sidecar)
     return written

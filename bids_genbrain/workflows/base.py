@@ -387,7 +387,7 @@ def run_participant_preprocessing(config: Any, subject_id: str,
     ----------
     config : bids_genbrain.config.Config
         Validated configuration (``output_dir``, ``work_dir``, ``sloppy``, ``omp_nthreads``,
-        ``resolution``, ``seed``, ``plugin``, ``plugin_args``, ``nprocs``, ``mem_gb``,
+        ``resolution``, ``seed``, ``plugin``, ``plugin_settings``, ``nprocs``, ``mem_gb``,
         ``bids_dir``, ``derivatives``).
     subject_id : str
         Bare label.
@@ -416,7 +416,7 @@ def run_participant_preprocessing(config: Any, subject_id: str,
     results = preprocess_participant(
         subject_id, todo, output_dir=config.output_dir, work_dir=config.work_dir,
         sloppy=config.sloppy, omp_nthreads=config.omp_nthreads, resolution=config.resolution,
-        seed=config.seed, plugin=config.plugin, plugin_args=config.plugin_args,
+        seed=config.seed, plugin=config.plugin, plugin_args=config.plugin_settings,
         n_procs=config.nprocs, memory_gb=config.mem_gb, bids_dir=config.bids_dir)
     for res in results:
         if not res.success:

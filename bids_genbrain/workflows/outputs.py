@@ -1,8 +1,8 @@
 """Derivatives and report figures of one participant's session.
 
-Every output name comes from :func:`bids_genbrain.derivatives.derivative_path` with entities
-fixed when the workflow is built (``sub``, ``ses``, ``space``, ``res``, ``label``, ``desc``),
-following the naming contract in DESIGN.md. Figures go to ``sub-<label>/figures/``.
+Every output name comes from the naming table (:func:`bids_genbrain.derivatives.kind_path`)
+with entities fixed when the workflow is built (``sub``, ``ses``, ``space``, ``res``,
+``label``, ``desc``), following the naming contract in DESIGN.md. Figures go to ``sub-<label>/figures/``.
 """
 
 from __future__ import annotations
@@ -17,14 +17,9 @@ from niworkflows.engine.workflows import LiterateWorkflow as Workflow
 from niworkflows.interfaces.reportlets.masks import ROIsPlot, SimpleShowMaskRPT
 from niworkflows.interfaces.reportlets.registration import SimpleBeforeAfterRPT
 
-from ..derivatives import bids_name, derivative_path
+from ..derivatives import bids_name, kind_path, mni_entities
 from ..interfaces.bids import DerivativesSink
-from ..templates import TEMPLATE, TISSUES, _res_label, get_template, mni_grid, template_source
-
-
-def mni_entities(entities: dict[str, Any], resolution: float) -> dict[str, Any]:
-    """``entities`` plus ``space-MNI152NLin6Asym`` and ``res-<resolution>``."""
-    return {**entities, "space": TEMPLATE, "res": _res_label(resolution)}
+from ..templates import TEMPLATE, TISSUES, get_template, mni_grid, template_source
 
 
 def output_paths(output_dir: Path | str, entities: dict[str, Any], *, reference: str,
@@ -52,28 +47,24 @@ def output_paths(output_dir: Path | str, entities: dict[str, Any], *, reference:
         ``native_preproc``, ``native_mask``, ``native_dseg``, ``qc``.
     """
     root = Path(output_dir)
-    mni = mni_entities(entities, resolution)
-    paths = {f"preproc_{m}": derivative_path(root, {**mni, "desc": "preproc"}, m)
-             for m in modalities}
-    paths["mask"] = derivative_path(root, {**mni, "desc": "brain"}, "mask")
+    ents = dict(entities)
+    paths = {f"preproc_{m}": kind_path(root, "preproc", modality=m, resolution=resolution,
+                                       **ents) for m in modalities}
+    paths["mask"] = kind_path(root, "mask", resolution=resolution, **ents)
     for tissue in TISSUES:
-        paths[f"probseg_{tissue}"] = derivative_path(root, {**mni, "label": tissue}, "probseg")
-    paths["gm_modulated"] = derivative_path(root, {**mni, "label": "GM", "desc": "modulated"},
-                                            "probseg")
-    paths["log_jacobian"] = derivative_path(root, {**mni, "desc": "log"}, "jacobian")
-    xfm = {**entities, "mode": "image"}
-    paths["xfm_forward"] = derivative_path(root, {**xfm, "from": reference, "to": TEMPLATE},
-                                           "xfm", ".h5")
-    paths["xfm_reverse"] = derivative_path(root, {**xfm, "from": TEMPLATE, "to": reference},
-                                           "xfm", ".h5")
+        paths[f"probseg_{tissue}"] = kind_path(root, tissue, resolution=resolution, **ents)
+    paths["gm_modulated"] = kind_path(root, "GMmod", resolution=resolution, **ents)
+    paths["log_jacobian"] = kind_path(root, "logjacobian", resolution=resolution, **ents)
+    paths["xfm_forward"] = kind_path(root, "xfm", **ents, **{"from": reference, "to": TEMPLATE})
+    paths["xfm_reverse"] = kind_path(root, "xfm", **ents, **{"from": TEMPLATE, "to": reference})
     for m in modalities:
         if m != reference:
-            paths[f"coreg_{m}"] = derivative_path(root, {**xfm, "from": m, "to": reference},
-                                                  "xfm", ".mat")
-    paths["native_preproc"] = derivative_path(root, {**entities, "desc": "preproc"}, reference)
-    paths["native_mask"] = derivative_path(root, {**entities, "desc": "brain"}, "mask")
-    paths["native_dseg"] = derivative_path(root, entities, "dseg")
-    paths["qc"] = derivative_path(root, {**entities, "desc": "qc"}, "metrics", ".tsv")
+            paths[f"coreg_{m}"] = kind_path(root, "coreg", **ents,
+                                            **{"from": m, "to": reference})
+    paths["native_preproc"] = kind_path(root, "native_preproc", modality=reference, **ents)
+    paths["native_mask"] = kind_path(root, "native_mask", **ents)
+    paths["native_dseg"] = kind_path(root, "native_dseg", **ents)
+    paths["qc"] = kind_path(root, "qc", **ents)
     return paths
 
 
@@ -262,7 +253,7 @@ def init_anat_reports_wf(
                                             before_label=f"{m} (participant)",
                                             after_label=f"{TEMPLATE} template"),
                        name=f"norm_rpt_{m.lower()}", mem_gb=1.0)
-        ds_norm = sink(f"norm_{m.lower()}", m, **mni_entities({}, resolution),
+        ds_norm = sink(f"norm_{m.lower()}", m, **mni_entities(resolution),
                        desc="registration")
         connections += [(inputnode, norm, [(f"preproc_{m}", "before")]),
                         (norm, ds_norm, [("out_report", "in_file")])]

@@ -38,7 +38,8 @@ from pathlib import Path
 import nibabel as nb
 import numpy as np
 
-from ..derivatives import ENTITY_ORDER, derivative_path, sidecar_path, write_image, write_json
+from ..derivatives import (ENTITY_ORDER, derivative_path, mni_entities, parse_name,
+                           sidecar_path, write_image, write_json)
 from ..spaces import (
     SpaceTransform,
     apply_space_transform,
@@ -46,7 +47,7 @@ from ..spaces import (
     space_transform,
     templateflow_home,
 )
-from ..templates import TEMPLATE, TISSUES, _res_label, mni_grid
+from ..templates import TEMPLATE, TISSUES, mni_grid
 from ..utils import atomic_path
 from .outputs import output_paths
 
@@ -111,15 +112,6 @@ class T1wAnatomy:
     entities: dict[str, str | None] = field(default_factory=dict)
 
 
-def _parse_name(name: str) -> tuple[dict[str, str], str, str]:
-    """Entities, suffix and extension of a BIDS file name."""
-    ext = ".nii.gz" if name.endswith(".nii.gz") else Path(name).suffix
-    stem = name[: -len(ext)] if ext else name
-    *pairs, suffix = stem.split("_")
-    entities = dict(p.split("-", 1) for p in pairs if "-" in p)
-    return entities, suffix, ext
-
-
 def _target_entities(entities: dict[str, str], resolution: float) -> dict[str, str]:
     known = {k: v for k, v in entities.items() if k in ENTITY_ORDER}
     extra = [v for k, v in entities.items() if k not in ENTITY_ORDER]
@@ -127,8 +119,7 @@ def _target_entities(entities: dict[str, str], resolution: float) -> dict[str, s
         known["desc"] = "".join([known.get("desc", ""), *extra])
     known = {k: "".join(ch for ch in v if ch.isalnum()) for k, v in known.items()}
     if "space" in known:
-        known["space"] = TEMPLATE
-        known["res"] = _res_label(resolution)
+        known = mni_entities(resolution, **known)
     return known
 
 
@@ -151,7 +142,7 @@ def _subject_files(derivatives: Sequence[Path | str], subject_id: str,
         for path in Path(root).glob(f"sub-{subject_id}/**/sub-{subject_id}_*"):
             if not path.is_file():
                 continue
-            entities, suffix, ext = _parse_name(path.name)
+            entities, suffix, ext = parse_name(path.name)
             if entities.get("sub") != subject_id:
                 continue
             if session_id is not None and entities.get("ses") not in (None, session_id):

@@ -39,10 +39,11 @@ ENV PIP_NO_CACHE_DIR=1 \
 RUN apt-get update && apt-get install -y --no-install-recommends nodejs npm \
     && rm -rf /var/lib/apt/lists/*
 
-# torch first, in its own layer: code changes do not reinstall it
+# torch first, in its own layer: code changes do not reinstall it (from a wheel folder: the
+# wheel alone; its dependencies come from the index with the package below)
 RUN python3 -m venv /opt/venv \
     && if [ -n "$TORCH_FIND_LINKS" ]; then \
-         pip install --no-index --find-links "$TORCH_FIND_LINKS" torch==2.13.0; \
+         pip install --no-deps --no-index --find-links "$TORCH_FIND_LINKS" torch==2.13.0; \
        else \
          pip install torch==2.13.0 --index-url "$TORCH_INDEX_URL"; \
        fi

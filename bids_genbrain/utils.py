@@ -49,6 +49,14 @@ def _remove_stale_temporaries(target: Path) -> None:
             pass
 
 
+def _temporary_prefix(target: Path | str) -> tuple[Path, str]:
+    """``target`` (its folder created, stale temporaries removed) and its temporaries' prefix."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(target)
+    return target, f".{target.name}.{_owner_tag()}."
+
+
 @contextlib.contextmanager
 def atomic_path(target: Path | str) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; move it into place only on success.
@@ -63,12 +71,9 @@ def atomic_path(target: Path | str) -> Iterator[Path]:
     target : path-like
         Final location. Its folder is created.
     """
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    target, prefix = _temporary_prefix(target)
     suffix = "".join(target.suffixes[-2:]) if target.name.endswith(".nii.gz") else target.suffix
-    _remove_stale_temporaries(target)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.{_owner_tag()}.",
-                               suffix=f".part{suffix}", dir=target.parent)
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=f".part{suffix}", dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -100,11 +105,8 @@ def atomic_dir(target: Path | str) -> Iterator[Path]:
     target : path-like
         Final folder. Its parent is created.
     """
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temporaries(target)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.{_owner_tag()}.", suffix=".part",
-                                dir=target.parent))
+    target, prefix = _temporary_prefix(target)
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=".part", dir=target.parent))
     try:
         yield tmp
         os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes 0700; outputs are shared folders

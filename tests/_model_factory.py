@@ -84,3 +84,28 @@ def write_cohort(root: Path, ages: list[float], *, resolution: float = RES,
         "age": np.asarray(ages, dtype=float),
         "sex": pd.Categorical(sexes, categories=["F", "M"]),
     })
+
+
+def write_site(root: Path, n: int = 24, resolution: float = RES) -> Path:
+    """A two-site cohort for the group level: ``root/bids`` (participants.tsv: age, sex,
+    diagnosis, site), ``root/deriv`` (GMmod maps; patients lose GM in the planted region) and
+    ``root/truth_d.nii.gz`` (the planted region: the d map of CN - AD is positive there)."""
+    from _bids_factory import make_dataset
+
+    rng = np.random.default_rng(0)
+    ages = rng.uniform(40, 80, n)
+    diagnosis = np.array(["AD" if i % 2 else "CN" for i in range(n)])
+    region = planted_region(resolution)
+    maps = [gm_map(50.0, seed=i, resolution=resolution) - 0.12 * region * (dx == "AD")
+            for i, dx in enumerate(diagnosis)]
+    write_maps(root / "deriv", maps, resolution=resolution)
+    sexes = rng.permutation(np.array(["M", "F"] * (n // 2)))
+    rows = [f"sub-{i + 1:02d}\t{a:.1f}\t{sx}\t{dx}\t{'AB'[i >= n // 2]}"
+            for i, (a, sx, dx) in enumerate(zip(ages, sexes, diagnosis, strict=True))]
+    make_dataset(root / "bids", subjects=[f"{i + 1:02d}" for i in range(n)],
+                 participants="participant_id\tage\tsex\tdiagnosis\tsite\n" + "\n".join(rows)
+                 + "\n")
+    _, affine = mni_grid(resolution)
+    truth = np.where(region, 1.0, 0.0).astype(np.float32)
+    nb.save(nb.Nifti1Image(truth, affine), root / "truth_d.nii.gz")
+    return root

@@ -11,11 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from _bids_factory import make_dataset
-from _model_factory import gm_map, planted_region, write_maps
+from _model_factory import planted_region, write_site
 from test_cli_bids_app import SCRIPT, assert_one_line_error
 
-from bids_genbrain.templates import brain_mask, mni_grid
+from bids_genbrain.templates import brain_mask
 
 RES = 8.0
 N = 24
@@ -24,25 +23,7 @@ N = 24
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     """A two-site cohort: patients lose GM in the planted region; the truth map is written."""
-    root = tmp_path_factory.mktemp("group")
-    rng = np.random.default_rng(0)
-    ages = rng.uniform(40, 80, N)
-    diagnosis = np.array(["AD" if i % 2 else "CN" for i in range(N)])
-    region = planted_region(RES)
-    maps = [gm_map(50.0, seed=i, resolution=RES) - 0.12 * region * (dx == "AD")
-            for i, dx in enumerate(diagnosis)]
-    write_maps(root / "deriv", maps, resolution=RES)
-    sexes = rng.permutation(np.array(["M", "F"] * (N // 2)))
-    rows = [f"sub-{i + 1:02d}\t{a:.1f}\t{sx}\t{dx}\t{'AB'[i >= N // 2]}"
-            for i, (a, sx, dx) in enumerate(zip(ages, sexes, diagnosis, strict=True))]
-    make_dataset(root / "bids", subjects=[f"{i + 1:02d}" for i in range(N)],
-                 participants="participant_id\tage\tsex\tdiagnosis\tsite\n" + "\n".join(rows)
-                 + "\n")
-    shape, affine = mni_grid(RES)
-    # d of the default contrast (second sorted level minus the first: CN - AD) is positive
-    truth = np.where(region, 1.0, 0.0).astype(np.float32)
-    nb.save(nb.Nifti1Image(truth, affine), root / "truth_d.nii.gz")
-    return root
+    return write_site(tmp_path_factory.mktemp("group"), N, RES)
 
 
 def run_group(site: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:

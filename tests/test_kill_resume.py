@@ -1,0 +1,73 @@
+"""Kill anywhere, rerun, same result, through the real CLI (tests/_kill_harness.py; the full
+measurement with more kills is benchmarks/bench_kill.py)."""
+
+from __future__ import annotations
+
+import pytest
+from _kill_harness import invalid, kill_sequence, output_files, run_watched, snapshot
+from test_cli_bids_app import SCRIPT
+from test_group_cli import RES, site  # noqa: F401 - the site fixture
+
+BY_HASH = (".nii.gz", ".h5", "model.safetensors")
+"""Outputs compared byte for byte (deterministic on one thread); the rest by name."""
+
+
+def _ignore(name: str) -> bool:
+    return name.startswith("logs/")
+
+
+def _hashed(reference: dict[str, str]) -> set[str]:
+    return {n for n in reference if n.endswith(BY_HASH) and not _ignore(n)}
+
+
+def _group_command(site, out):  # noqa: F811
+    return [SCRIPT, site / "bids", out, "group", "--derivatives", site / "deriv",
+            "--resolution", str(RES), "--preset", "tiny", "--steps", "60", "--batch-size", "8",
+            "--n-synthetic", "16", "--sampling-steps", "5", "--condition", "age", "sex",
+            "--contrast", "diagnosis", "--seed", "3", "--omp-nthreads", "1", "--nprocs", "1",
+            "--reference-map", site / "truth_d.nii.gz"]
+
+
+@pytest.mark.slow
+def test_group_level_killed_in_training_and_while_writing_statmaps(site, tmp_path):  # noqa: F811
+    phases = ("training", "synthetic", "statmaps")
+    ref = tmp_path / "reference"
+    code, timeline, stderr = run_watched(_group_command(site, ref), ref, ref / "work", phases)
+    assert code == 0, stderr
+    reference = snapshot(ref)
+    assert all(invalid(p) is None for p in output_files(ref))
+    points = [("training", timeline.window("training") / 2), ("synthetic", 0.0),
+              ("statmaps", 0.0)]
+    out = tmp_path / "killed"
+    result = kill_sequence("group", _group_command(site, out), out, out / "work", reference,
+                           _hashed(reference), phases, points, ignore=_ignore)
+    assert sum(k.killed for k in result.kills) >= 2, result.kills
+    assert not [k.partial_files for k in result.kills if k.partial_files]
+    assert result.equal, (result.missing, result.extra, result.hash_differs,
+                          result.invalid_after, result.rerun_stderr)
+    assert result.n_hashed >= 9  # 8 statmaps + model weights at least
+
+
+@pytest.mark.slow
+def test_participant_level_killed_during_registration(sim_small, tmp_path):
+    phases = ("registration", "derivatives")
+
+    def command(out):
+        return [SCRIPT, sim_small.root, out, "participant", "--participant-label", "01",
+                "--sloppy", "--resolution", "4", "--nprocs", "1", "--omp-nthreads", "1",
+                "-w", out.parent / f"{out.name}-work"]
+
+    ref = tmp_path / "reference"
+    code, timeline, stderr = run_watched(command(ref), ref, tmp_path / "reference-work", phases)
+    assert code == 0, stderr
+    assert "registration" in timeline.starts, timeline
+    reference = snapshot(ref)
+    out = tmp_path / "killed"
+    result = kill_sequence("participant", command(out), out, tmp_path / "killed-work",
+                           reference, _hashed(reference), phases,
+                           [("registration", timeline.window("registration") / 2)],
+                           ignore=_ignore)
+    assert result.kills[0].killed and not result.kills[0].partial_files
+    assert result.equal, (result.missing, result.extra, result.hash_differs,
+                          result.invalid_after, result.rerun_stderr)
+    assert result.n_hashed >= 10  # the subject's MNI-space images and transforms

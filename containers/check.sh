@@ -13,7 +13,8 @@
 #   IMAGE [genbrain:check]   BASE_IMAGE [genbrain-base:bookworm; built when absent]
 #   TORCH_WHEELS [pip's find-links folder holding torch-2.13.0*.whl]  WHEEL_PORT [8765]
 #   TEMPLATES [fallback]     N_SUBJECTS [8]    STEPS [300]    NATIVE [1: also run on the host]
-#   SKIP_BUILD [0]  ONLY_BUILD [0]  (build or run only: each half fits a 15-min heavy slot)
+#   SKIP_BUILD [0]  ONLY_BUILD [0]  STAGES ["simulate container native compare"]
+#   (build only, run only, or some stages: each part fits a shared 15-minute compute slot)
 #   DOCKER_BUILD_ARGS [extra arguments of docker build]
 # Timings of every phase are printed at the end and written to WORK_DIR/timings.tsv.
 set -euo pipefail
@@ -30,7 +31,7 @@ UID_IN=1000  # the image's user (Dockerfile: useradd --uid 1000 genbrain)
 mkdir -p "$WORK"
 WORK=$(cd "$WORK" && pwd)
 TIMINGS="$WORK/timings.tsv"
-printf 'phase\tseconds\n' > "$TIMINGS"
+[ -f "$TIMINGS" ] || printf 'phase\tseconds\n' > "$TIMINGS"
 die() { echo "check.sh: error: $*" >&2; exit 2; }
 phase() {  # phase NAME COMMAND...: run and time one phase
     local name=$1; shift
@@ -58,13 +59,17 @@ find_wheels() {
     done
     return 1
 }
+SERVER=
+trap '[ -z "$SERVER" ] || kill "$SERVER" 2>/dev/null || true' EXIT
 build() {
-    local wheels server args=()
+    local wheels args=()
     if wheels=$(find_wheels); then
-        python3 -m http.server "$WHEEL_PORT" --bind 127.0.0.1 --directory "$wheels" \
-            >"$WORK/wheel-server.log" 2>&1 &
-        server=$!
-        trap 'kill $server 2>/dev/null || true' RETURN
+        # closes every inherited descriptor first: a lock held by the caller (a job slot)
+        # must not outlive this script in the server
+        python3 -c 'import os, runpy, sys; os.closerange(3, 65536); sys.argv = ["http.server",
+            *sys.argv[1:]]; runpy.run_module("http.server", run_name="__main__")' \
+            "$WHEEL_PORT" --bind 127.0.0.1 --directory "$wheels" >"$WORK/wheel-server.log" 2>&1 &
+        SERVER=$!
         sleep 1
         args+=(--network host --build-arg "TORCH_FIND_LINKS=http://127.0.0.1:$WHEEL_PORT/")
         echo "torch wheel from $wheels (served on 127.0.0.1:$WHEEL_PORT)"
@@ -74,6 +79,7 @@ build() {
     docker build "${args[@]}" --build-arg "BASE_IMAGE=$BASE_IMAGE" \
         --build-arg "TEMPLATES=$TEMPLATES" --build-arg "IMAGE_TAG=$IMAGE" \
         ${DOCKER_BUILD_ARGS:-} -t "$IMAGE" "$ROOT"
+    if [ -n "$SERVER" ]; then kill "$SERVER"; wait "$SERVER" 2>/dev/null || true; SERVER=; fi
 }
 if [ "${SKIP_BUILD:-0}" != 1 ]; then
     phase build build
@@ -84,40 +90,54 @@ if [ "${ONLY_BUILD:-0}" = 1 ]; then
 fi
 
 # --- 3. run in the container, offline, non-root, input read-only ---------------------------
+# STAGES picks what runs (default all, in order); each stage reuses WORK_DIR's earlier ones
+STAGES=${STAGES:-"simulate container native compare"}
+want() { [[ " $STAGES " == *" $1 "* ]]; }
 RUN=(docker run --rm --network none)
-[ "$(docker run --rm --network none --entrypoint id "$IMAGE" -u)" = "$UID_IN" ] \
-    || die "$IMAGE does not run as uid $UID_IN"
-rm -rf "$WORK/bids" "$WORK/out-container" "$WORK/out-native"
-mkdir -p "$WORK/sim" "$WORK/out-container"
-chown "$UID_IN" "$WORK/sim" "$WORK/out-container"
-phase simulate "${RUN[@]}" -v "$WORK/sim:/sim" --entrypoint genbrain "$IMAGE" simulate \
-    /sim/bids --n-subjects "$N_SUBJECTS" --n-sites 1 --modality T1w --fast --seed 0 --quiet
-mv "$WORK/sim/bids" "$WORK/bids" && rmdir "$WORK/sim"
 REFERENCE=derivatives/groundtruth/space-MNI152NLin6Asym_res-4_label-GM_desc-diagnosis_effect.nii.gz
-[ -f "$WORK/bids/$REFERENCE" ] || die "simulated reference map $REFERENCE missing"
-input_hash() { (cd "$WORK/bids" && find . -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum); }
-BEFORE=$(input_hash)
 PARTICIPANT=(participant --sloppy --resolution 4 --nprocs 2 --omp-nthreads 1 --seed 0)
 GROUP=(group --resolution 4 --preset tiny --steps "$STEPS" --batch-size 8 --n-synthetic 16
        --sampling-steps 10 --condition age sex --contrast diagnosis --seed 0 --omp-nthreads 2)
-phase container-participant "${RUN[@]}" -v "$WORK/bids:/data:ro" -v "$WORK/out-container:/out" \
-    "$IMAGE" /data /out "${PARTICIPANT[@]}"
-phase container-group "${RUN[@]}" -v "$WORK/bids:/data:ro" -v "$WORK/out-container:/out" \
-    "$IMAGE" /data /out "${GROUP[@]}" --reference-map "/data/$REFERENCE"
-[ "$(input_hash)" = "$BEFORE" ] || die "the input dataset changed"
+input_hash() { (cd "$WORK/bids" && find . -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum); }
+if want simulate; then
+    rm -rf "$WORK/bids" "$WORK/sim" "$WORK/out-container" "$WORK/out-native"
+    mkdir -p "$WORK/sim"
+    chown "$UID_IN" "$WORK/sim"
+    phase simulate "${RUN[@]}" -v "$WORK/sim:/sim" --entrypoint genbrain "$IMAGE" simulate \
+        /sim/bids --n-subjects "$N_SUBJECTS" --n-sites 1 --modality T1w --fast --seed 0 --quiet
+    mv "$WORK/sim/bids" "$WORK/bids" && rmdir "$WORK/sim"
+fi
+[ -f "$WORK/bids/$REFERENCE" ] || die "no simulated dataset in $WORK/bids (run the simulate stage)"
+if want container; then
+    [ "$(docker run --rm --network none --entrypoint id "$IMAGE" -u)" = "$UID_IN" ] \
+        || die "$IMAGE does not run as uid $UID_IN"
+    rm -rf "$WORK/out-container"
+    mkdir -p "$WORK/out-container"
+    chown "$UID_IN" "$WORK/out-container"
+    BEFORE=$(input_hash)
+    phase container-participant "${RUN[@]}" -v "$WORK/bids:/data:ro" \
+        -v "$WORK/out-container:/out" "$IMAGE" /data /out "${PARTICIPANT[@]}"
+    phase container-group "${RUN[@]}" -v "$WORK/bids:/data:ro" -v "$WORK/out-container:/out" \
+        "$IMAGE" /data /out "${GROUP[@]}" --reference-map "/data/$REFERENCE"
+    [ "$(input_hash)" = "$BEFORE" ] || die "the input dataset changed"
+fi
 
 # --- 4. the same outside the container, then compare ---------------------------------------
-NATIVE_MOUNT=()
-if [ "$NATIVE" = 1 ]; then
+if [ "$NATIVE" = 1 ] && want native; then
     command -v bids_genbrain >/dev/null || die "NATIVE=1 needs bids_genbrain on PATH (or NATIVE=0)"
+    rm -rf "$WORK/out-native"
     export GENBRAIN_TEMPLATES=$TEMPLATES
     phase native-participant bids_genbrain "$WORK/bids" "$WORK/out-native" "${PARTICIPANT[@]}"
     phase native-group bids_genbrain "$WORK/bids" "$WORK/out-native" "${GROUP[@]}" \
         --reference-map "$WORK/bids/$REFERENCE"
-    NATIVE_MOUNT=(-v "$WORK/out-native:/native:ro")
 fi
-phase compare "${RUN[@]}" -v "$WORK/out-container:/out:ro" "${NATIVE_MOUNT[@]}" \
-    -v "$ROOT/containers:/checks:ro" --entrypoint python "$IMAGE" \
-    /checks/compare_outputs.py /out ${NATIVE_MOUNT:+/native} --tag "$IMAGE" --uid "$UID_IN"
-echo "== container check passed; timings (s):"
+if want compare; then
+    NATIVE_MOUNT=()
+    [ "$NATIVE" = 1 ] && NATIVE_MOUNT=(-v "$WORK/out-native:/native:ro")
+    phase compare "${RUN[@]}" -v "$WORK/out-container:/out:ro" "${NATIVE_MOUNT[@]}" \
+        -v "$ROOT/containers:/checks:ro" --entrypoint python "$IMAGE" \
+        /checks/compare_outputs.py /out ${NATIVE_MOUNT:+/native} --tag "$IMAGE" --uid "$UID_IN"
+    echo "== container check passed"
+fi
+echo "== timings (s):"
 column -t "$TIMINGS"

@@ -23,6 +23,8 @@ from typing import Any
 from .errors import InputError
 
 ANALYSIS_LEVELS = ("participant", "group")
+REGISTRATION_CHOICES = ("fast", "accurate")
+"""Values of ``--registration`` (presets in :mod:`bids_genbrain.interfaces.ants`)."""
 DEVICES = ("auto", "cpu", "cuda")
 
 # help panels, in the order ``--help`` shows them
@@ -190,6 +192,10 @@ class Config:
     sloppy: bool = option(
         False, panel=PREPROCESSING,
         help="Fast, low-resolution registration (tests, demos); not for research.")
+    registration: str = option(
+        "fast", panel=PREPROCESSING, choices=REGISTRATION_CHOICES, metavar="{fast,accurate}",
+        help="Template registration: fast (2 mm template, the default) or accurate (1 mm "
+             "template, ~5x slower); see docs/usage.md.")
     check_only: bool = option(
         False, panel=PREPROCESSING,
         help="Only find and check each participant's images and write the reports (e.g. "

@@ -157,7 +157,7 @@ def _participant_report(config: Config, result: ParticipantResult,
         methods += (
             " Each image was conformed to RAS, bias-corrected (N4), brain-extracted with a"
             " template mask, registered to MNI152NLin6Asym (rigid, affine, SyN; ANTs through"
-            f" antspyx{' with the fast --sloppy setting' if config.sloppy else ''}) and"
+            f" antspyx, {'--sloppy' if config.sloppy else config.registration} preset) and"
             " segmented into GM, WM and CSF with template priors (Atropos); outputs were"
             f" resampled once onto the {config.resolution:g} mm grid, and modulated GM maps"
             " (GM x Jacobian determinant) computed, in a Nipype workflow."

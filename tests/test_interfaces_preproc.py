@@ -263,7 +263,7 @@ def test_template_registration_is_reproducible_and_recovers_the_truth(tmp_path):
         (tmp_path / f"run{k}").mkdir()
         res = RegisterToTemplate(moving=str(native), template=str(get_template(4.0)),
                                  template_mask=str(get_template(4.0, suffix="mask")),
-                                 sloppy=True, seed=3).run(cwd=str(tmp_path / f"run{k}"))
+                                 preset="sloppy", seed=3).run(cwd=str(tmp_path / f"run{k}"))
         maps.append(mni_to_scanner_map([res.outputs.forward_transform], 4.0, tmp_path))
     np.testing.assert_array_equal(maps[0], maps[1])
     # 4 mm sloppy registration of a 3 mm image with a 3 mm warp: ~2.2 mm measured

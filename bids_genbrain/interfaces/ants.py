@@ -39,11 +39,18 @@ class RegistrationSettings:
     Attributes
     ----------
     name : str
-        ``accurate`` or ``sloppy``.
+        ``fast``, ``accurate`` or ``sloppy``.
     head_transform : str
         antspyx ``type_of_transform`` of the initial head-to-template affine stage.
     brain_transform : str
-        antspyx ``type_of_transform`` of the brain-to-template rigid -> affine -> SyN stage.
+        antspyx ``type_of_transform`` of the brain-to-template stage: rigid -> affine -> SyN
+        in one call, or rigid -> affine only when ``syn_iterations`` is set.
+    template_resolution : float or None
+        Template grid (mm) the registration runs on: None for 1 mm, otherwise
+        ``max(template_resolution, output resolution)``.
+    syn_iterations : tuple of int, optional
+        A separate SyN-only stage (cross-correlation radius 2, ``SyN[0.2,3,0]``) after
+        ``brain_transform``, with these iterations at shrink factors ``2^(n-1) ... 1``.
     description : str
         Methods text for the report.
     """
@@ -51,25 +58,48 @@ class RegistrationSettings:
     name: str
     head_transform: str
     brain_transform: str
+    template_resolution: float | None
     description: str
+    syn_iterations: tuple[int, ...] | None = None
+
+    def template_grid(self, resolution: float) -> float:
+        """Template resolution (mm) registration runs at for an output grid of ``resolution``."""
+        if self.template_resolution is None:
+            return 1.0
+        return max(self.template_resolution, float(resolution))
 
 
 REGISTRATION_PRESETS = {
+    "fast": RegistrationSettings(
+        "fast",
+        head_transform="antsRegistrationSyNQuickRepro[a]",
+        brain_transform="antsRegistrationSyNRepro[a]",
+        template_resolution=2.0,
+        syn_iterations=(100, 70, 50),
+        description=(
+            "rigid -> affine (global correlation, 1000x500x250x100 iterations at shrink "
+            "factors 8x4x2x1) -> symmetric normalization (SyN; cross-correlation radius 2, "
+            "100x70x50 iterations at shrink factors 4x2x1) on the 2 mm template: the levels of "
+            "antsRegistrationSyN.sh down to 2 mm, without its 1 mm level"
+        ),
+    ),
     "accurate": RegistrationSettings(
         "accurate",
         head_transform="antsRegistrationSyNQuickRepro[a]",
         brain_transform="antsRegistrationSyNRepro[s]",
+        template_resolution=None,
         description=(
             "rigid -> affine (global correlation, 1000x500x250x100 iterations at shrink "
             "factors 8x4x2x1) -> symmetric normalization (SyN; cross-correlation radius 2, "
-            "100x70x50x20 iterations at shrink factors 8x4x2x1): antsRegistrationSyN.sh in its "
-            "reproducible variant"
+            "100x70x50x20 iterations at shrink factors 8x4x2x1) on the 1 mm template: "
+            "antsRegistrationSyN.sh in its reproducible variant"
         ),
     ),
     "sloppy": RegistrationSettings(
         "sloppy",
         head_transform="antsRegistrationSyNQuickRepro[a]",
         brain_transform="antsRegistrationSyNQuickRepro[s]",
+        template_resolution=2.0,
         description=(
             "rigid -> affine (global correlation, 1000x500x250x0 iterations) -> SyN "
             "(cross-correlation radius 2, 100x70x50x0 iterations: the finest level is "
@@ -77,7 +107,16 @@ REGISTRATION_PRESETS = {
         ),
     ),
 }
-"""Registration presets: ``accurate`` (default) and ``sloppy`` (``--sloppy``)."""
+"""Registration presets: ``fast`` (default), ``accurate`` (``--registration accurate``) and
+``sloppy`` (``--sloppy``, tests and demos)."""
+
+def preset_name(*, sloppy: bool = False, registration: str = "fast") -> str:
+    """The preset in force: ``sloppy`` when ``--sloppy`` is given, else ``registration``."""
+    if registration not in REGISTRATION_PRESETS:
+        raise ValueError(f"unknown registration preset {registration!r}; use one of "
+                         f"{sorted(REGISTRATION_PRESETS)}")
+    return "sloppy" if sloppy else registration
+
 
 CROSS_MODAL_HEAD_TRANSFORM = "antsRegistrationSyNQuick[a]"
 CROSS_MODAL_TRANSFORM = "antsRegistrationSyNQuick[s]"
@@ -204,7 +243,8 @@ class _RegisterInputSpec(BaseInterfaceInputSpec):
     template = File(exists=True, mandatory=True, desc="template T1w (registration grid)")
     template_mask = File(exists=True, mandatory=True, desc="template brain mask (same grid)")
     contrast = traits.Enum("T1w", "T2w", "FLAIR", usedefault=True, desc="moving contrast")
-    sloppy = traits.Bool(False, usedefault=True, desc="fast low-resolution preset")
+    preset = traits.Enum("fast", "accurate", "sloppy", usedefault=True,
+                         desc="REGISTRATION_PRESETS key")
     omp_nthreads = traits.Int(1, usedefault=True)
     seed = traits.Int(0, usedefault=True)
 
@@ -240,15 +280,15 @@ def rough_brain_mask(image, erode_mm: float = 5.0):
 
 
 def register_to_template(moving: str, template: str, template_mask: str, *, outprefix: str,
-                         contrast: str = "T1w", sloppy: bool = False) -> dict[str, str]:
+                         contrast: str = "T1w", preset: str = "fast") -> dict[str, str]:
     """Register a native head image to a template, extracting the brain on the way.
 
     1. A morphological first guess of the brain (:func:`rough_brain_mask`) -> template
        brain affine (rigid + affine, Mattes MI). Registering a head with a bright scalp
        straight to a skull-stripped template shrinks the scalp onto the brain (10 mm error
        on the simulator's heads); the first guess removes the scalp.
-    2. Native image -> template-brain registration (rigid -> affine -> SyN, preset from
-       ``sloppy``), initialised with (1), the metric restricted to the template mask and to
+    2. Native image -> template-brain registration (rigid -> affine -> SyN, ``preset``),
+       initialised with (1), the metric restricted to the template mask and to
        the template mask warped back with (1), both dilated by 5 mm. Masking the metric
        rather than the image avoids an artificial edge at the crop, which biased the
        Jacobians (+10 % volume on the simulator's heads). Composite transforms are written
@@ -268,8 +308,9 @@ def register_to_template(moving: str, template: str, template_mask: str, *, outp
         Prefix of the written files.
     contrast : {"T1w", "T2w", "FLAIR"}
         A non-T1w reference uses Mattes MI in the SyN stage.
-    sloppy : bool
-        Use :data:`REGISTRATION_PRESETS` ``["sloppy"]``.
+    preset : {"fast", "accurate", "sloppy"}
+        Key of :data:`REGISTRATION_PRESETS`; the template must be on its grid
+        (:meth:`RegistrationSettings.template_grid`).
 
     Returns
     -------
@@ -278,7 +319,7 @@ def register_to_template(moving: str, template: str, template_mask: str, *, outp
     """
     import ants
 
-    preset = REGISTRATION_PRESETS["sloppy" if sloppy else "accurate"]
+    settings = REGISTRATION_PRESETS[preset]
     mov = ants.image_read(moving).clone("float")
     tpl = ants.image_read(template).clone("float")
     tmask = ants.image_read(template_mask).clone("float")
@@ -286,17 +327,30 @@ def register_to_template(moving: str, template: str, template_mask: str, *, outp
     tpl_brain = tpl * tmask
     same_contrast = contrast == "T1w"
     head = ants.registration(tpl_brain, mov * rough_brain_mask(mov),
-                             type_of_transform=preset.head_transform if same_contrast
+                             type_of_transform=settings.head_transform if same_contrast
                              else CROSS_MODAL_HEAD_TRANSFORM, outprefix=f"{outprefix}head_")
     rough = ants.apply_transforms(mov, tmask, head["invtransforms"], whichtoinvert=[True],
                                   interpolator="linear")
     rough = _dilate(ants, ants.threshold_image(rough, 0.5, 1e9), 5.0)
-    reg = ants.registration(tpl_brain, mov, mask=_dilate(ants, tmask, 5.0), moving_mask=rough,
-                            mask_all_stages=True,
-                            type_of_transform=preset.brain_transform if same_contrast
-                            else CROSS_MODAL_TRANSFORM,
-                            initial_transform=head["fwdtransforms"], write_composite_transform=True,
-                            outprefix=f"{outprefix}brain_")
+    masks = dict(mask=_dilate(ants, tmask, 5.0), moving_mask=rough, mask_all_stages=True,
+                 write_composite_transform=True)
+    if not same_contrast:
+        reg = ants.registration(tpl_brain, mov, type_of_transform=CROSS_MODAL_TRANSFORM,
+                                initial_transform=head["fwdtransforms"],
+                                outprefix=f"{outprefix}brain_", **masks)
+    elif settings.syn_iterations is None:
+        reg = ants.registration(tpl_brain, mov, type_of_transform=settings.brain_transform,
+                                initial_transform=head["fwdtransforms"],
+                                outprefix=f"{outprefix}brain_", **masks)
+    else:
+        linear = ants.registration(tpl_brain, mov, type_of_transform=settings.brain_transform,
+                                   initial_transform=head["fwdtransforms"],
+                                   outprefix=f"{outprefix}linear_", **masks)
+        reg = ants.registration(tpl_brain, mov, type_of_transform="SyNOnly", syn_metric="CC",
+                                syn_sampling=2, grad_step=0.2, flow_sigma=3, total_sigma=0,
+                                reg_iterations=settings.syn_iterations,
+                                initial_transform=linear["fwdtransforms"],
+                                outprefix=f"{outprefix}brain_", **masks)
     mask = ants.apply_transforms(mov, tmask, reg["invtransforms"], interpolator="linear")
     mask = ants.iMath(ants.threshold_image(mask, 0.5, 1e9), "FillHoles").clone("unsigned char")
     out = {
@@ -326,7 +380,7 @@ class RegisterToTemplate(SimpleInterface):
         self._results.update(register_to_template(
             self.inputs.moving, self.inputs.template, self.inputs.template_mask,
             outprefix=os.path.join(runtime.cwd, "reg_"), contrast=self.inputs.contrast,
-            sloppy=self.inputs.sloppy,
+            preset=self.inputs.preset,
         ))
         return runtime
 

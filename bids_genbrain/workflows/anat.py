@@ -25,6 +25,7 @@ from ..interfaces.ants import (
     RegisterToTemplate,
     RigidAverage,
     RigidCoregistration,
+    preset_name,
 )
 from ..interfaces.images import Conform, FOVMask
 from ..templates import TEMPLATE, TISSUES, get_template, template_source
@@ -37,11 +38,6 @@ ANAT_OUTPUTS = (
 """Fields of :func:`init_anat_wf`'s outputnode."""
 
 
-def registration_resolution(*, sloppy: bool, resolution: float) -> float:
-    """Template resolution registration runs at: 1 mm, or ``max(2, resolution)`` if sloppy."""
-    return max(2.0, float(resolution)) if sloppy else 1.0
-
-
 def _mem_gb(resolution: float) -> float:
     """Rough peak memory of a registration node at a template resolution."""
     return 6.0 if resolution <= 1.0 else 2.0
@@ -51,6 +47,7 @@ def init_anat_wf(
     *,
     reference: str = "T1w",
     sloppy: bool = False,
+    registration: str = "fast",
     omp_nthreads: int = 1,
     resolution: float = 2.0,
     seed: int = 0,
@@ -63,7 +60,10 @@ def init_anat_wf(
     reference : {"T1w", "T2w", "FLAIR"}
         Contrast of the reference image.
     sloppy : bool
-        Fast registration at ``max(2, resolution)`` mm (tests, demos) instead of 1 mm.
+        The ``sloppy`` preset (tests, demos): overrides ``registration``.
+    registration : {"fast", "accurate"}
+        Registration preset (:data:`bids_genbrain.interfaces.ants.REGISTRATION_PRESETS`):
+        ``fast`` on the 2 mm template (the default), ``accurate`` on the 1 mm template.
     omp_nthreads : int
         Threads of each ANTs node.
     resolution : float
@@ -91,8 +91,8 @@ def init_anat_wf(
     n_runs
         Number of runs averaged.
     """
-    reg_res = registration_resolution(sloppy=sloppy, resolution=resolution)
-    preset = REGISTRATION_PRESETS["sloppy" if sloppy else "accurate"]
+    preset = REGISTRATION_PRESETS[preset_name(sloppy=sloppy, registration=registration)]
+    reg_res = preset.template_grid(resolution)
     workflow = Workflow(name=name)
     workflow.__desc__ = f"""
 Anatomical ({reference}) preprocessing used ANTs through antspyx {version("antspyx")}.
@@ -119,7 +119,7 @@ was modulated by the Jacobian determinant of the transform (voxel-based morphome
     register = pe.Node(
         RegisterToTemplate(template=str(get_template(reg_res, suffix="T1w")),
                            template_mask=str(get_template(reg_res, suffix="mask")),
-                           contrast=reference, sloppy=sloppy, omp_nthreads=omp_nthreads,
+                           contrast=reference, preset=preset.name, omp_nthreads=omp_nthreads,
                            seed=seed),
         name="register", n_procs=omp_nthreads, mem_gb=_mem_gb(reg_res))
     segment = pe.Node(PriorSegmentation(priors=priors, omp_nthreads=omp_nthreads,

@@ -24,6 +24,7 @@ from niworkflows.engine.workflows import LiterateWorkflow as Workflow
 
 from .. import __version__
 from ..derivatives import bids_uri
+from ..interfaces.ants import preset_name
 from ..interfaces.qc import QCMetrics
 from ..templates import TEMPLATE, get_template
 from . import logs
@@ -66,6 +67,7 @@ def init_participant_wf(
     anat_files: Mapping[str, Sequence[str]],
     output_dir: Path | str,
     sloppy: bool = False,
+    registration: str = "fast",
     omp_nthreads: int = 1,
     resolution: float = 2.0,
     seed: int = 0,
@@ -86,7 +88,9 @@ def init_participant_wf(
     output_dir : path-like
         Derivatives root.
     sloppy : bool
-        Fast, low-resolution registration (tests and demos).
+        Fast, low-resolution registration (tests and demos); overrides ``registration``.
+    registration : {"fast", "accurate"}
+        Registration preset (see :func:`bids_genbrain.workflows.anat.init_anat_wf`).
     omp_nthreads : int
         Threads per ANTs node.
     resolution : float
@@ -129,12 +133,14 @@ Results included in this manuscript come from preprocessing performed using bids
 {reference}{'; ' + ', '.join(modalities[1:]) + ' were coregistered to it' if len(modalities) > 1
             else ''}.
 """
-    anat_wf = init_anat_wf(reference=reference, sloppy=sloppy, omp_nthreads=omp_nthreads,
+    preset = preset_name(sloppy=sloppy, registration=registration)
+    anat_wf = init_anat_wf(reference=reference, sloppy=sloppy, registration=registration,
+                           omp_nthreads=omp_nthreads,
                            resolution=resolution, seed=seed)
     anat_wf.inputs.inputnode.in_files = sorted(str(p) for p in anat_files[reference])
     ds_wf = init_ds_anat_wf(output_dir=output_dir, entities=entities, reference=reference,
                             modalities=modalities, resolution=resolution, sources=sources,
-                            sloppy=sloppy)
+                            preset=preset)
     reports_wf = init_anat_reports_wf(output_dir=output_dir, entities=entities,
                                       reference=reference, modalities=modalities,
                                       resolution=resolution)
@@ -302,6 +308,7 @@ def preprocess_participant(
     output_dir: Path | str,
     work_dir: Path | str,
     sloppy: bool = False,
+    registration: str = "fast",
     omp_nthreads: int = 1,
     resolution: float = 2.0,
     seed: int = 0,
@@ -326,7 +333,7 @@ def preprocess_participant(
         Session label (None without sessions) -> contrast -> runs.
     output_dir, work_dir : path-like
         Derivatives root; nipype work directory (reused by reruns).
-    sloppy, omp_nthreads, resolution, seed, bids_dir
+    sloppy, registration, omp_nthreads, resolution, seed, bids_dir
         See :func:`init_participant_wf`.
     plugin, plugin_args, n_procs, memory_gb
         See :func:`run_workflow`.
@@ -350,14 +357,15 @@ def preprocess_participant(
         try:
             workflow = init_participant_wf(
                 subject_id=subject_id, session_id=session_id, anat_files=anat_files,
-                output_dir=output_dir, sloppy=sloppy, omp_nthreads=omp_nthreads,
+                output_dir=output_dir, sloppy=sloppy, registration=registration,
+                omp_nthreads=omp_nthreads,
                 resolution=resolution, seed=seed, bids_dir=bids_dir)
         except ValueError as exc:
             results.append(RunResult(subject_id, session_id, False, str(exc)))
             continue
         methods = workflow.visit_desc()
         LOGGER.info("%s: preprocessing (%s registration)", label,
-                    "sloppy" if sloppy else "accurate")
+                    preset_name(sloppy=sloppy, registration=registration))
         success, reason, crashes = run_workflow(
             workflow, work_dir=work_dir, crash_dir=crash_dir, plugin=plugin,
             plugin_args=plugin_args, n_procs=n_procs, memory_gb=memory_gb,
@@ -386,8 +394,9 @@ def run_participant_preprocessing(config: Any, subject_id: str,
     Parameters
     ----------
     config : bids_genbrain.config.Config
-        Validated configuration (``output_dir``, ``work_dir``, ``sloppy``, ``omp_nthreads``,
-        ``resolution``, ``seed``, ``plugin``, ``plugin_settings``, ``nprocs``, ``mem_gb``,
+        Validated configuration (``output_dir``, ``work_dir``, ``sloppy``, ``registration``,
+        ``omp_nthreads``, ``resolution``, ``seed``, ``plugin``, ``plugin_settings``, ``nprocs``,
+        ``mem_gb``,
         ``bids_dir``, ``derivatives``).
     subject_id : str
         Bare label.
@@ -415,7 +424,8 @@ def run_participant_preprocessing(config: Any, subject_id: str,
         todo[session_id] = anat_files
     results = preprocess_participant(
         subject_id, todo, output_dir=config.output_dir, work_dir=config.work_dir,
-        sloppy=config.sloppy, omp_nthreads=config.omp_nthreads, resolution=config.resolution,
+        sloppy=config.sloppy, registration=config.registration,
+        omp_nthreads=config.omp_nthreads, resolution=config.resolution,
         seed=config.seed, plugin=config.plugin, plugin_args=config.plugin_settings,
         n_procs=config.nprocs, memory_gb=config.mem_gb, bids_dir=config.bids_dir)
     for res in results:

@@ -83,7 +83,7 @@ def init_ds_anat_wf(
     modalities: Sequence[str],
     resolution: float,
     sources: dict[str, list[str]],
-    sloppy: bool,
+    preset: str,
     name: str = "ds_anat_wf",
 ) -> Workflow:
     """Write a session's derivatives with JSON sidecars.
@@ -102,8 +102,8 @@ def init_ds_anat_wf(
         Output grid (mm).
     sources : dict
         Contrast -> input file URIs (``Sources`` fields).
-    sloppy : bool
-        Recorded in the sidecars.
+    preset : str
+        Registration preset, recorded in the sidecars.
     name : str
         Workflow name.
 
@@ -125,7 +125,7 @@ def init_ds_anat_wf(
         "SpatialReference": TEMPLATE,
         "Resolution": f"{resolution:g} mm isotropic, FSL grid {'x'.join(map(str, shape))}",
         "TemplateSource": template_source(),
-        "RegistrationPreset": "sloppy" if sloppy else "accurate",
+        "RegistrationPreset": preset,
     }
     workflow = Workflow(name=name)
     coregs = [m for m in modalities if m != reference]

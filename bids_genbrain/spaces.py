@@ -28,6 +28,7 @@ template-to-template mapping, so that its integral (the tissue volume) is kept.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -43,9 +44,16 @@ from typing import Any
 import nibabel as nb
 import numpy as np
 
-from .errors import InputError
 from .derivatives import res_label
-from .templates import TEMPLATE, _resample_to_grid, _valid_image, get_template, mni_grid
+from .errors import InputError
+from .templates import (
+    _TF_STATE,
+    TEMPLATE,
+    _resample_to_grid,
+    _valid_image,
+    get_template,
+    mni_grid,
+)
 from .utils import atomic_path, atomic_write_text, cache_dir
 
 LOGGER = logging.getLogger(__name__)
@@ -111,7 +119,7 @@ def _has_content(path: Path) -> bool:
 
 def _download(template: str, **query: Any) -> Path | None:
     """A TemplateFlow file fetched over the network, or None (offline, absent, skeleton)."""
-    if os.environ.get("GENBRAIN_TEMPLATES", "auto").lower() == "fallback":
+    if os.environ.get("GENBRAIN_TEMPLATES", "auto").lower() == "fallback" or _TF_STATE["failed"]:
         return None
     try:
         import templateflow.api as tflow
@@ -119,6 +127,7 @@ def _download(template: str, **query: Any) -> Path | None:
         found = tflow.get(template, **query)
     except Exception as exc:  # noqa: BLE001 - network and index errors alike
         LOGGER.info("TemplateFlow could not provide %s %s (%s)", template, query, exc)
+        _TF_STATE["failed"] = True  # do not wait on the network again in this process
         return None
     if isinstance(found, list):
         found = found[0] if len(found) == 1 else None
@@ -284,6 +293,8 @@ def _cached_registration(source: str, resolution: float,
 def space_transform(source: str, resolution: float = 2.0) -> SpaceTransform:
     """The transform that brings images of ``source`` onto the MNI152NLin6Asym grid.
 
+    Resolved once per process for a given TemplateFlow home and cache folder.
+
     Parameters
     ----------
     source : str
@@ -300,6 +311,12 @@ def space_transform(source: str, resolution: float = 2.0) -> SpaceTransform:
     SpaceError
         When neither a published transform nor both T1w templates are available.
     """
+    return _resolve(source, float(resolution), str(templateflow_home()), str(cache_dir()))
+
+
+@functools.lru_cache(maxsize=32)
+def _resolve(source: str, resolution: float, home: str, cache: str) -> SpaceTransform:
+    """:func:`space_transform` for one TemplateFlow home and cache folder."""
     if source == TEMPLATE:
         return SpaceTransform(source)
     if not source.isalnum():

@@ -9,10 +9,13 @@ Sources, in order:
 1. TemplateFlow (``tpl-MNI152NLin6Asym``), when its files are present with content in the
    TemplateFlow home, or can be downloaded. TemplateFlow writes a skeleton of 0-byte files on
    import, so a file counts only when it opens as an image.
-2. An offline fallback built from the ICBM152 2009 (nonlinear symmetric) T1, GM and WM images
-   that nilearn ships, resampled onto FSL's grid. It is a different MNI152 template
-   (MNI152NLin2009cSym); its space name is kept as MNI152NLin6Asym because the grid is, and the
-   source is recorded in :func:`template_source` so reports and sidecars can say so.
+2. An offline fallback built from the ICBM152 2009a nonlinear symmetric T1, GM and WM images
+   that nilearn ships (``mni_icbm152_*_tal_nlin_sym_09a_converted``: 1 mm, 197 x 233 x 189,
+   uint8), resampled onto FSL's grid. It is a different MNI152 template (TemplateFlow's
+   MNI152NLin2009aSym, not MNI152NLin6Asym); its space name is kept as MNI152NLin6Asym
+   because the grid is, and the source is recorded in :func:`template_source` so reports and
+   sidecars can say so. It never stands in for a template in a template-to-template
+   transform (:mod:`bids_genbrain.spaces`).
 
 Set ``GENBRAIN_TEMPLATES=fallback`` to skip TemplateFlow (no 5 s network timeout), or
 ``GENBRAIN_TEMPLATES=templateflow`` to require it (an error when it cannot be had).

@@ -1,33 +1,33 @@
-"""Seconds per subject and displacement error: default vs --sloppy vs a bare antspyx SyN.
+"""Seconds per subject and displacement error: fast vs accurate vs --sloppy vs a bare antspyx SyN.
 
 On one synthetic T1w with a known scanner <-> MNI mapping (oblique, anisotropic, LPS; the
 generator of the tests), this runs
 
-1. the participant workflow with the accurate default (1 mm registration),
-2. the participant workflow with ``sloppy`` (registration at max(2, resolution) mm),
-3. a bare ``ants.registration(type_of_transform="SyN")`` of the bias-free native image to the
+1. the participant workflow with each preset (``fast``, the default: 2 mm template;
+   ``accurate``: 1 mm template; ``sloppy``: SyN down to 4 mm),
+2. a bare ``ants.registration(type_of_transform="SyN")`` of the bias-free native image to the
    1 mm template (no N4, no brain extraction, no segmentation),
 
-and prints wall-clock seconds and the mean / 95th-percentile distance (mm) between the
-recovered and the true mapping over template brain voxels.
+and prints wall-clock and CPU seconds, their ratios to the bare call, and the mean /
+95th-percentile distance (mm) between the recovered and the true mapping over template brain
+voxels.
 
-Results (this machine: 2 shared, loaded cores, one ITK thread; 1.5 x 1.5 x 1.8 mm oblique
-LPS T1w, 3 mm warp; 2 mm output grid; seconds are wall clock for the whole participant
-workflow except for the bare call)::
+Results (benchmarks/results/bench_registration.tsv; 2 shared cores in a heavy slot, load average
+2-4, one ITK thread; 1.5 x 1.5 x 1.8 mm oblique LPS T1w, 3 mm warp; 2 mm output grid; offline
+template fallback)::
 
-    method              seconds  mean_error_mm  p95_error_mm
-    default              2054.6          0.510         1.261
-    sloppy                112.6          1.033         2.235
-    bare antspyx SyN      232.9          1.157         2.716
+    method            seconds  cpu_seconds  mean_error_mm  p95_error_mm  seconds_vs_bare
+    fast (default)      407.5        352.6          0.639         1.609             2.63
+    bare antspyx SyN    154.8        148.4          1.178         2.784             1.00
+    --sloppy            125.7        116.7          1.045         2.275             0.81
 
-The default is ~2x more accurate than a bare ``ants.registration("SyN")`` (which also skips
-N4, brain extraction and segmentation); ``--sloppy`` matches the bare call's accuracy in half
-its time, the whole workflow included.
+``accurate`` was not in that run (over half an hour); an earlier run measured it at 2054.6 s
+and 0.510 mm (1.261 mm p95) with the bare call at 232.9 s on more loaded cores.
 
 Usage::
 
     python benchmarks/bench_registration.py [--resolution 2] [--zooms 1.5 1.5 1.8]
-        [--omp-nthreads 2] [--methods default sloppy bare] [--out bench_registration.tsv]
+        [--omp-nthreads 2] [--methods fast accurate sloppy bare] [--out bench_registration.tsv]
 """
 
 from __future__ import annotations

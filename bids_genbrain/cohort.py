@@ -9,7 +9,10 @@ A store is a folder::
                   the condition columns
     cohort.json   grid (resolution, shape, affine, mask sha256), storage dtype, modalities,
                   normalisation (per modality ``lo``/``hi``: stored = clip((raw - lo) /
-                  (hi - lo), 0, 1)), condition specs, sources, and the sha256 of the data file
+                  (hi - lo), 0, 1)), condition specs, sources, the sha256 of the data file
+                  and the fingerprint of its inputs (``inputs_sha256``: files, sizes, mtimes,
+                  rows, specs, grid), by which ``build_cohort(..., reuse=True)`` keeps an
+                  up-to-date store
 
 Images are found by the output naming contract
 (``sub-<l>[_ses-<s>]_space-MNI152NLin6Asym_res-<r>_..._<suffix>.nii[.gz]``) with a
@@ -192,6 +195,7 @@ def build_cohort(
     dtype: str = "float32",
     n_jobs: int = 1,
     progress: bool = True,
+    reuse: bool = False,
 ) -> CohortStore:
     """Collect derivatives into a cohort store (written atomically as a folder).
 
@@ -219,6 +223,12 @@ def build_cohort(
         Processes reading images in parallel (the result does not depend on it).
     progress : bool
         Show a progress bar.
+    reuse : bool
+        Return the store already in ``out`` when it was built from the same inputs (the same
+        image files, by path, size and modification time, the same participants rows,
+        modalities, conditions, grid and dtype; recorded as ``inputs_sha256``) instead of
+        reading every image again: a resumed or relaunched training run on a large population
+        starts at once.
 
     Returns
     -------
@@ -251,6 +261,14 @@ def build_cohort(
     table = _match_conditions(images, participants, conditions)
     specs = [infer_spec(c, table[c], dropout=cfg_dropout) for c in conditions]
     specs.append(ConditionSpec("modality", "categorical", levels=list(modalities), dropout=0.0))
+    signature = _inputs_sha256(table, specs, resolution, dtype)
+    if reuse and (Path(out) / "cohort.json").is_file():
+        previous = json.loads((Path(out) / "cohort.json").read_text(encoding="utf-8"))
+        if previous.get("version") == STORE_VERSION and previous.get(
+                "inputs_sha256") == signature:
+            LOGGER.info("cohort store %s is up to date (%d images); reusing it", out,
+                        previous["n_images"])
+            return CohortStore(out)
 
     mask = brain_mask(resolution)
     shape, affine = mni_grid(resolution)
@@ -282,9 +300,25 @@ def build_cohort(
             "conditions": [s.to_dict() for s in specs],
             "sources": [str(Path(r).resolve()) for r in roots],
             "data_sha256": digest,
+            "inputs_sha256": signature,
         }
         atomic_write_text(tmp / "cohort.json", json.dumps(meta, indent=2) + "\n")
     return CohortStore(out)
+
+
+def _inputs_sha256(table: pd.DataFrame, specs: Sequence[Any], resolution: float,
+                   dtype: str) -> str:
+    """Fingerprint of what a store is built from: image rows, their files' size and mtime,
+    the condition specs, the grid and the storage dtype."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps({"version": STORE_VERSION, "resolution": float(resolution),
+                              "dtype": dtype, "specs": [s.to_dict() for s in specs]},
+                             sort_keys=True, default=str).encode())
+    digest.update(table.to_csv(sep="\t", index=False, na_rep="n/a").encode())
+    for path in table["path"]:
+        stat = os.stat(path)
+        digest.update(f"{stat.st_size}:{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
 
 
 _WORKER: dict[str, Any] = {}

@@ -8,11 +8,15 @@
   random pose, voxel size (0.8-1.5 mm by default, also anisotropic), axis order, obliquity,
   field of view, bias field, Rician noise and occasional motion ghosting;
 * ``derivatives/groundtruth``: per subject-session the true MNI-space images, tissue maps,
-  modulated GM, log-Jacobian and the true MNI -> scanner mapping of every native image, plus
-  the planted effect maps (see :mod:`bids_genbrain.simulation.groundtruth`; read it back with
-  :func:`load_ground_truth`);
+  modulated GM, log-Jacobian and the true MNI -> scanner mapping of every native image (unless
+  ``subject_truth`` is off), plus the planted effect maps and the truth table (see
+  :mod:`bids_genbrain.simulation.groundtruth`; read it back with :func:`load_ground_truth`);
 * optionally ``derivatives/mnimaps``: preprocessed-like MNI maps (images, tissue
-  probabilities, VBM, FA, MD, seed FC) for tests that skip preprocessing.
+  probabilities, VBM, FA, MD, seed FC, or the ``maps`` chosen) for the group level and the
+  model without preprocessing.
+
+:meth:`SimulationConfig.population` makes a healthy population for pretraining (thousands of
+participants, MNI maps only).
 
 How subjects are made is described in :mod:`bids_genbrain.simulation.anatomy` (tissue maps
 and effects) and :mod:`bids_genbrain.simulation.geometry` (mappings and native grids). The same
@@ -189,7 +193,8 @@ def _simulate_session(config: SimulationConfig, template: TemplateAnatomy,
     truth = session_truth(template, maps, deformation, intensities, grid)
     shape, affine = grid
     paths = truth_paths(gt_root, subject, session, config.mni_resolution, config.modalities)
-    _write_truth(truth, paths, affine, site)
+    if config.subject_truth:
+        _write_truth(truth, paths, affine, site)
 
     images = []
     if config.native:
@@ -226,7 +231,7 @@ def _simulate_session(config: SimulationConfig, template: TemplateAnatomy,
         rng = np.random.default_rng([config.seed, 6, row["subject_index"], row["session_index"]])
         write_session_mnimaps(maps_root, subject, session, truth, grid_points_mm(shape, affine),
                               mask, affine, row, config.effects, site.gm_bias, site.noise, rng,
-                              config.mni_resolution)
+                              config.mni_resolution, config.maps)
 
     voxel_ml = float(np.prod(np.abs(np.diag(affine)[:3]))) / 1000.0
     jacobian = np.exp(truth.log_jacobian)

@@ -42,6 +42,26 @@ def test_store_holds_normalised_images_and_typed_conditions(tmp_path):
     np.testing.assert_array_equal(rows[1], np.asarray(store.data[0]))
 
 
+def test_an_up_to_date_store_is_reused_and_a_changed_one_rebuilt(tmp_path):
+    import os
+
+    table = write_cohort(tmp_path / "deriv", [30.0, 50.0, 70.0])
+    kwargs = dict(participants=table, conditions=["age"], resolution=RES, progress=False)
+    first = build_cohort([tmp_path / "deriv"], tmp_path / "store", **kwargs)
+    digest = first.meta["inputs_sha256"]
+    built = os.stat(first.path / "data.f32").st_mtime_ns
+    again = build_cohort([tmp_path / "deriv"], tmp_path / "store", reuse=True, **kwargs)
+    assert os.stat(again.path / "data.f32").st_mtime_ns == built  # not read again
+    table.loc[0, "age"] = 31.0  # other rows: rebuilt
+    changed = build_cohort([tmp_path / "deriv"], tmp_path / "store", reuse=True, **kwargs)
+    assert changed.meta["inputs_sha256"] != digest
+    image = changed.table["path"][1]  # a rewritten image: rebuilt
+    os.utime(image, ns=(built, built + 10**9))
+    touched = build_cohort([tmp_path / "deriv"], tmp_path / "store", reuse=True, **kwargs)
+    assert touched.meta["inputs_sha256"] != changed.meta["inputs_sha256"]
+    assert touched.meta["data_sha256"] == changed.meta["data_sha256"]  # same content
+
+
 def test_probability_maps_keep_their_scale(tmp_path):
     maps = [gm_map(40.0, seed=s) for s in range(2)]
     write_maps(tmp_path / "deriv", maps, modality="GM")

@@ -287,11 +287,56 @@ def test_cli_writes_a_dataset(tmp_path):
     assert len(list(truth)) == 2
 
 
+def test_cli_population_preset(tmp_path):
+    """--population: healthy adults of both sexes, the pretraining maps in MNI space only."""
+    from bids_genbrain.cohort import find_images
+    from bids_genbrain.simulation.config import POPULATION_MAPS
+
+    out = tmp_path / "pop"
+    proc = _genbrain(str(out), "--population", "--n-subjects", "12", "--mni-resolution", "8",
+                     "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert "12 participants, 0 native images" in proc.stdout
+    participants = pd.read_csv(out / "participants.tsv", sep="\t")
+    assert set(participants["diagnosis"]) == {"CN"} and set(participants["sex"]) == {"F", "M"}
+    assert participants["age"].between(18, 90).all() and participants["site"].nunique() == 4
+    assert not list(out.glob("sub-*"))  # no raw images
+    truth = out / "derivatives" / "groundtruth"
+    assert not list(truth.glob("sub-*")) and (truth / "simulation.tsv").is_file()
+    config = json.loads((truth / "simulation.json").read_text())["Config"]
+    assert config["anatomy_resolution"] == 4.0 and config["subject_truth"] is False
+    maps = out / "derivatives" / "mnimaps"
+    for name in ("T1w", "FLAIR", *POPULATION_MAPS):  # each readable by the cohort store
+        found = find_images([maps], name, 8.0)
+        assert len(found) == 12 and found["participant_id"].is_unique, name
+    for name in ("WM", "CSF", "MD", "FC"):  # not written
+        assert find_images([maps], name, 8.0).empty, name
+    assert len(list(maps.glob("sub-01/*/*.nii.gz"))) == 6  # five maps and the brain mask
+
+
+def test_leaving_maps_out_changes_no_other_map(tmp_path):
+    from bids_genbrain.simulate import SimulationConfig, simulate_dataset
+
+    config = SimulationConfig.population(n_subjects=2, n_sites=1, mni_resolution=8.0)
+    full = simulate_dataset(tmp_path / "full", config.replace(maps=None))
+    some = simulate_dataset(tmp_path / "some", config.replace(maps=("GMmod", "FA")))
+    written = sorted(p.name for p in some.mnimaps.rglob("*.nii.gz"))
+    assert [n for n in written if "mask" not in n] == [
+        f"sub-{i}_space-MNI152NLin6Asym_res-8_{e}.nii.gz" for i in ("01", "02")
+        for e in ("desc-FA_dwimap", "label-GM_desc-modulated_probseg")]
+    for path in some.mnimaps.rglob("*.nii.gz"):
+        twin = full.mnimaps / path.relative_to(some.mnimaps)
+        assert np.array_equal(nb.load(path).get_fdata(), nb.load(twin).get_fdata()), path.name
+
+
 @pytest.mark.parametrize("args, message", [
     (["--n-subjects", "0"], "n_subjects"),
     (["--modality", "PD"], "modalities"),
     (["--diagnosis-region", "hippo:1,2"], "name:x,y,z,radius"),
     (["--n-subjects", "many"], "Invalid value"),
+    (["--map", "ADC"], "maps must be names"),
+    (["--map", "FLAIR", "--modality", "T1w"], "need the contrast"),
+    (["--population"], "two presets"),
 ])
 def test_cli_bad_options_exit_2(tmp_path, args, message):
     proc = _genbrain(str(tmp_path / "out"), "--fast", *args)

@@ -44,6 +44,9 @@ def pretrain(
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     resume: bool = typer.Option(True, "--resume/--no-resume",
                                 help="Continue OUT's training state if present."),
+    cohort_only: bool = typer.Option(
+        False, "--cohort-only", help="Build (or check) the cohort store and stop; run it once "
+        "before a multi-node torchrun so no rank waits on the images being read."),
 ) -> None:
     """Train a GenBrain model on MNI-space derivatives. Multi-GPU/CPU: launch with
     `torchrun --nproc_per_node N $(which genbrain) pretrain ...`.
@@ -52,7 +55,8 @@ def pretrain(
 
     try:
         _run(derivatives, out, preset, steps, batch_size, modality, condition, participants,
-             resolution, seed, lr, checkpoint_every, init, work_dir, device, resume)
+             resolution, seed, lr, checkpoint_every, init, work_dir, device, resume,
+             cohort_only)
     except (InputError, ValueError, KeyError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         typer.echo(f"genbrain pretrain: error: {message}", err=True)
@@ -79,7 +83,8 @@ def _participants_table(path: Path | None, derivatives: list[Path]):
 
 
 def _run(derivatives, out, preset, steps, batch_size, modality, condition, participants,
-         resolution, seed, lr, checkpoint_every, init, work_dir, device, resume) -> None:
+         resolution, seed, lr, checkpoint_every, init, work_dir, device, resume,
+         cohort_only) -> None:
     import torch.distributed as dist
 
     from ..cohort import CohortStore, build_cohort
@@ -103,10 +108,17 @@ def _run(derivatives, out, preset, steps, batch_size, modality, condition, parti
         if out == root.resolve() or root.resolve() in out.parents:
             raise InputError(f"--out {out} is inside the input {root}; write elsewhere")
     store_path = (work_dir or out.parent) / f".{out.name}.cohort"
+    if cohort_only:
+        store = build_cohort(derivatives, store_path, modalities=modality, participants=table,
+                             conditions=conditions, resolution=resolution, reuse=True)
+        typer.echo(f"cohort store {store_path}: {len(store)} images of "
+                   f"{store.table['participant_id'].nunique()} participants, modalities "
+                   f"{', '.join(store.modalities)}")
+        return
     env = init_distributed(resolve_device(device))
-    if env.main:
+    if env.main:  # a store built from the same inputs (e.g. by --cohort-only) is reused
         build_cohort(derivatives, store_path, modalities=modality, participants=table,
-                     conditions=conditions, resolution=resolution)
+                     conditions=conditions, resolution=resolution, reuse=True)
     if env.world > 1:
         dist.barrier()
     store = CohortStore(store_path)

@@ -21,6 +21,11 @@ def simulate(
     fast: Annotated[bool, typer.Option(
         "--fast", help="Test preset: 2-3 mm native voxels, 2 mm anatomy, 4 mm ground truth "
         "(other options override it).")] = False,
+    population: Annotated[bool, typer.Option(
+        "--population", help="Population preset for `genbrain pretrain`: 2000 healthy "
+        "participants aged 18-90, both sexes, 4 sites, MNI maps only (T1w, FLAIR, GM, GMmod, "
+        "FA) on the 4 mm grid, no native images, no per-session truth (other options "
+        "override it).")] = False,
     mni_resolution: Annotated[Optional[float], typer.Option(
         help="Ground-truth MNI grid in mm [2].")] = None,
     anatomy_resolution: Annotated[Optional[float], typer.Option(
@@ -48,12 +53,19 @@ def simulate(
         help="Fraction of images with motion ghosting [0.1].")] = None,
     skull: Annotated[bool, typer.Option(
         "--skull/--no-skull", help="Synthetic skull and scalp around the brain.")] = True,
-    native: Annotated[bool, typer.Option(
+    native: Annotated[Optional[bool], typer.Option(
         "--native/--no-native", help="Write native images (--no-native: participants, "
-        "ground truth and MNI maps only).")] = True,
-    mnimaps: Annotated[bool, typer.Option(
-        "--mnimaps", help="Also write derivatives/mnimaps (preprocessed-like MNI maps, FA, "
-        "MD, seed FC).")] = False,
+        "ground truth and MNI maps only) [native].", show_default=False)] = None,
+    mnimaps: Annotated[Optional[bool], typer.Option(
+        "--mnimaps/--no-mnimaps", help="Also write derivatives/mnimaps (preprocessed-like "
+        "MNI maps, FA, MD, seed FC) [no].", show_default=False)] = None,
+    map_: Annotated[Optional[list[str]], typer.Option(
+        "--map", help="MNI map to write under derivatives/mnimaps (repeat; implies --mnimaps):"
+        " T1w, T2w, FLAIR (simulated contrasts), GM, WM, CSF, GMmod, FA, MD, FC [all].")] = None,
+    subject_truth: Annotated[Optional[bool], typer.Option(
+        "--subject-truth/--no-subject-truth", help="Write every session's true MNI maps "
+        "under derivatives/groundtruth (the truth table and effect maps are always "
+        "written) [yes].", show_default=False)] = None,
     overwrite: Annotated[bool, typer.Option(
         "--overwrite", help="Replace a previous simulated dataset in OUT_DIR.")] = False,
     nprocs: Annotated[int, typer.Option(help="Subjects simulated at once.", min=1)] = 1,
@@ -69,7 +81,8 @@ def simulate(
     from ..simulation.config import Region, SimulationConfig
 
     try:
-        base = SimulationConfig.fast() if fast else SimulationConfig()
+        if fast and population:
+            raise ValueError("--fast and --population are two presets; give one")
         effects = {k: v for k, v in dict(
             diagnosis_gm_loss=diagnosis_effect, age_gm_loss_per_decade=age_effect,
             ventricle_mm_per_decade=ventricle_effect, sex_size=sex_effect,
@@ -83,12 +96,16 @@ def simulate(
             n_subjects=n_subjects, n_sites=n_sites, n_sessions=n_sessions,
             modalities=tuple(modality) if modality else None, seed=seed,
             mni_resolution=mni_resolution, anatomy_resolution=anatomy_resolution,
-            age_range=age_range, patient_fraction=patient_fraction).items() if v is not None}
+            age_range=age_range, patient_fraction=patient_fraction, native=native,
+            mnimaps=True if map_ else mnimaps, maps=tuple(map_) if map_ else None,
+            subject_truth=subject_truth).items() if v is not None}
+        preset = (SimulationConfig.fast if fast else SimulationConfig.population if population
+                  else SimulationConfig)
+        base = preset(**params)
         config = base.replace(
-            native=native, mnimaps=mnimaps,
             effects=dataclasses.replace(base.effects, **effects),
             acquisition=dataclasses.replace(base.acquisition, skull=skull, **acquisition),
-            **params)
+        )
         result = simulate_dataset(out_dir, config, overwrite=overwrite, progress=not quiet,
                                   n_jobs=nprocs)
     except (ValueError, FileExistsError) as exc:

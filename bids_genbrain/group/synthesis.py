@@ -114,7 +114,8 @@ def sample_synthetic_cohort(config: Config, site: SiteCohort, plan: GroupPlan,
 
     with log.step("synthesis"):
         written = write_synthetic_dataset(
-            model.bundle, plan.wanted, paths.synthetic, config.seed,
+            model.bundle, plan.wanted.assign(modality=config.modality), paths.synthetic,
+            config.seed,
             steps=config.sampling_steps, cfg_scale=config.cfg_scale, average=config.average,
             device=resolve_device(config.device))
         participants = written.drop(columns=["path", "modality"], errors="ignore")

@@ -125,6 +125,11 @@ def _readme(config: SimulationConfig, sites: list[Site]) -> str:
         " orientation, obliquity, field of view), bias field, Rician noise and motion vary"
         " per image; contrast, noise and bias strength per site"
         f" ({', '.join(s.label for s in sites)}).\n\n"
-        "The ground truth (true MNI-space images and tissue maps, the true MNI -> scanner"
-        " mapping of every image, planted effect maps) is in derivatives/groundtruth.\n"
+        + ("The ground truth (true MNI-space images and tissue maps, the true MNI -> scanner"
+           " mapping of every image, planted effect maps) is in derivatives/groundtruth.\n"
+           if config.subject_truth else
+           "derivatives/groundtruth holds the true covariates and volumes (simulation.tsv) and"
+           " the planted effect maps.\n")
+        + ("Preprocessed-like MNI-space maps (no native images needed) are in"
+           " derivatives/mnimaps.\n" if config.mnimaps else "")
     )

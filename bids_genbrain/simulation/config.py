@@ -24,6 +24,15 @@ from dataclasses import dataclass, field
 MODALITIES = ("T1w", "T2w", "FLAIR")
 """Native contrasts the simulator can write."""
 
+MNI_MAPS = (*MODALITIES, "GM", "WM", "CSF", "GMmod", "FA", "MD", "FC")
+"""Maps of ``derivatives/mnimaps``, by the names the cohort store knows them
+(:data:`bids_genbrain.cohort.MODALITIES`; ``FA``, ``MD``, ``FC`` by their ``desc``). A contrast
+(``T1w``, ``T2w``, ``FLAIR``) exists only for the simulated ``modalities``."""
+
+POPULATION_MAPS = ("GM", "GMmod", "FA")
+"""What :meth:`SimulationConfig.population` writes besides its contrasts (T1w and FLAIR by
+default): the maps a foundation model pretrains on."""
+
 
 @dataclass(frozen=True)
 class Region:
@@ -244,6 +253,12 @@ class SimulationConfig:
     native_tissues : bool
         Also write the true GM/WM/CSF probabilities of each native T1w on its own voxel grid
         (ground truth of a T1w-space segmentation, as fMRIPrep's ``label-GM_probseg``).
+    maps : tuple of str, optional
+        Which of :data:`MNI_MAPS` ``derivatives/mnimaps`` holds (None: all; the contrasts of
+        ``modalities`` among them). Leaving a map out does not change the others.
+    subject_truth : bool
+        Write each session's true MNI maps under ``derivatives/groundtruth`` (False for
+        populations: the truth table, configuration and effect maps are still written).
     effects : Effects
         Planted effects.
     acquisition : Acquisition
@@ -270,6 +285,8 @@ class SimulationConfig:
     native: bool = True
     mnimaps: bool = False
     native_tissues: bool = False
+    maps: tuple[str, ...] | None = None
+    subject_truth: bool = True
     effects: Effects = field(default_factory=Effects)
     acquisition: Acquisition = field(default_factory=Acquisition)
     deformation_mm: float = 2.0
@@ -288,6 +305,14 @@ class SimulationConfig:
         if unknown or not self.modalities or len(set(self.modalities)) != len(self.modalities):
             raise ValueError(f"modalities must be distinct names from {MODALITIES},"
                              f" got {list(self.modalities)}")
+        if self.maps is not None:
+            unknown = [m for m in self.maps if m not in MNI_MAPS]
+            if unknown or not self.maps:
+                raise ValueError(f"maps must be names from {MNI_MAPS}, got {list(self.maps)}")
+            missing = [m for m in self.maps if m in MODALITIES and m not in self.modalities]
+            if missing:
+                raise ValueError(f"maps {missing} need the contrast among modalities"
+                                 f" {list(self.modalities)}")
         if self.seed < 0:
             raise ValueError(f"seed must be non-negative, got {self.seed}")
         if not 0.5 <= self.mni_resolution <= 8:
@@ -320,6 +345,34 @@ class SimulationConfig:
             mni_resolution=4.0,
             anatomy_resolution=2.0,
             acquisition=Acquisition(voxel_size_range=(2.0, 3.0)),
+        )
+        base.update(overrides)
+        return cls(**base)
+
+    @classmethod
+    def population(cls, **overrides) -> SimulationConfig:
+        """A healthy population for pretraining a foundation model, straight in MNI space.
+
+        2,000 participants aged 18-90 (both sexes, four sites, no patients), one session, no
+        native images and no per-session truth: ``derivatives/mnimaps`` holds
+        its contrasts and :data:`POPULATION_MAPS` (T1w, FLAIR, GM, modulated GM, FA) on the
+        4 mm grid, the
+        anatomy built on that grid too (no native image needs a finer one). ``genbrain
+        pretrain`` reads it as derivatives.
+
+        Parameters
+        ----------
+        **overrides
+            Any field of :class:`SimulationConfig` (``n_subjects``, ``mni_resolution`` ...);
+            ``anatomy_resolution`` follows ``mni_resolution`` unless given (at most 4 mm).
+        """
+        resolution = float(overrides.get("mni_resolution", 4.0))
+        modalities = tuple(overrides.get("modalities", ("T1w", "FLAIR")))
+        base = dict(
+            n_subjects=2000, n_sites=4, modalities=modalities, age_range=(18.0, 90.0),
+            patient_fraction=0.0, native=False, mnimaps=True,
+            maps=(*modalities, *POPULATION_MAPS), subject_truth=False,
+            mni_resolution=resolution, anatomy_resolution=min(resolution, 4.0),
         )
         base.update(overrides)
         return cls(**base)

@@ -79,8 +79,12 @@ def diffusion_fc_maps(truth: SessionTruth, points_mm: np.ndarray, row: dict, eff
 def write_session_mnimaps(root: Path, subject: str, session: str | None, truth: SessionTruth,
                           points_mm: np.ndarray, mask: np.ndarray, affine: np.ndarray,
                           row: dict, effects: Effects, gm_bias: float, noise: float,
-                          rng: np.random.Generator, resolution: float) -> list[Path]:
+                          rng: np.random.Generator, resolution: float,
+                          maps: tuple[str, ...] | None = None) -> list[Path]:
     """Write one session's maps under the ``mnimaps`` root.
+
+    Every map is drawn whether it is written or not, so leaving maps out changes none of the
+    others.
 
     Parameters
     ----------
@@ -101,6 +105,9 @@ def write_session_mnimaps(root: Path, subject: str, session: str | None, truth: 
         The site's noise level (fraction of the brightest tissue).
     rng : numpy.random.Generator
     resolution : float
+    maps : tuple of str, optional
+        Names (:data:`~bids_genbrain.simulation.config.MNI_MAPS`) to write; None: all. The
+        brain mask is always written.
 
     Returns
     -------
@@ -113,7 +120,9 @@ def write_session_mnimaps(root: Path, subject: str, session: str | None, truth: 
                               " simulate); not derived from the raw images."}
     written = []
 
-    def save(data: np.ndarray, path: Path, sidecar: dict | None = None) -> None:
+    def save(name: str, data: np.ndarray, path: Path, sidecar: dict | None = None) -> None:
+        if maps is not None and name not in maps:
+            return
         img = nb.Nifti1Image(np.where(mask, data, 0).astype(np.float32), affine)
         write_image(img, path, {**sources, **(sidecar or {})})
         written.append(path)
@@ -121,23 +130,23 @@ def write_session_mnimaps(root: Path, subject: str, session: str | None, truth: 
     for modality, image in truth.images.items():
         scale = max(float(np.percentile(image[mask], 99)), 1e-6)
         noisy = image + noise * scale * 0.5 * rng.standard_normal(shape)
-        save(noisy, kind_path(root, "preproc", modality=modality, **at))
+        save(modality, noisy, kind_path(root, "preproc", modality=modality, **at))
     tissues = {t: np.clip(truth.tissue[t] + 0.02 * rng.standard_normal(shape), 0, 1)
                for t in TISSUES}
     tissues["GM"] = np.clip(tissues["GM"] * gm_bias, 0, 1)
     for tissue, data in tissues.items():
-        save(data, kind_path(root, tissue, **at))
+        save(tissue, data, kind_path(root, tissue, **at))
     modulated = tissues["GM"] * np.exp(truth.log_jacobian)
-    save(modulated, kind_path(root, "GMmod", **at))
+    save("GMmod", modulated, kind_path(root, "GMmod", **at))
     mask_img = nb.Nifti1Image(mask.astype(np.uint8), affine)
     mask_path = kind_path(root, "mask", **at)
     write_image(mask_img, mask_path, sources)
     written.append(mask_path)
-    maps = diffusion_fc_maps(truth, points_mm, row, effects, rng, resolution)
-    save(maps["FA"], derivative_path(root, {**mni, "desc": "FA"}, "dwimap", datatype="dwi"))
-    save(maps["MD"], derivative_path(root, {**mni, "desc": "MD"}, "dwimap", datatype="dwi"),
+    other = diffusion_fc_maps(truth, points_mm, row, effects, rng, resolution)
+    save("FA", other["FA"], derivative_path(root, {**mni, "desc": "FA"}, "dwimap", datatype="dwi"))
+    save("MD", other["MD"], derivative_path(root, {**mni, "desc": "MD"}, "dwimap", datatype="dwi"),
          {"Units": "mm^2/s"})
-    save(maps["FC"], derivative_path(root, {**mni, "task": "rest", "desc": "FC"}, "boldmap",
+    save("FC", other["FC"], derivative_path(root, {**mni, "task": "rest", "desc": "FC"}, "boldmap",
                                      datatype="func"),
          {"Seed": {"Name": FC_SEED.name, "CenterMM": list(FC_SEED.center_mm),
                    "RadiusMM": FC_SEED.radius_mm},

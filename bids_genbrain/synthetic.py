@@ -143,7 +143,8 @@ def balance_table(table: pd.DataFrame, contrast: str | None,
     table : pandas.DataFrame
         Real or synthetic conditions.
     contrast : str or None
-        Grouping column; the whole cohort when None or continuous.
+        Grouping column (categorical, string or object); the whole cohort when None or
+        numeric.
     covariates : sequence of str
 
     Returns
@@ -152,7 +153,7 @@ def balance_table(table: pd.DataFrame, contrast: str | None,
         One row per level.
     """
     grouping = (table[contrast].astype(str) if contrast is not None
-                and isinstance(table[contrast].dtype, pd.CategoricalDtype) else
+                and not pd.api.types.is_numeric_dtype(table[contrast]) else
                 pd.Series("all", index=table.index))
     rows = []
     for level, part in table.groupby(grouping, observed=True):

@@ -69,3 +69,11 @@ def test_errors(site, tmp_path):
     tsv.write_text("age\tsex\tdiagnosis\n70\tF\tAD\n60\tM\tCN\n")
     given = read_conditions_tsv(tsv, ["age", "sex", "diagnosis"], site)
     assert list(given["diagnosis"]) == ["AD", "CN"] and list(given["age"]) == [70.0, 60.0]
+
+
+def test_balance_table_counts_string_levels():
+    """The group level passes the contrast as a string column: still one row per level."""
+    table = pd.DataFrame({"diagnosis": pd.array(["CN", "AD", "AD"], dtype="string"),
+                          "age": [60.0, 70.0, 80.0], "sex": ["F", "M", "F"]})
+    balance = balance_table(table, "diagnosis").set_index("level")
+    assert balance["N"].to_dict() == {"AD": 2, "CN": 1}

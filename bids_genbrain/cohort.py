@@ -39,7 +39,7 @@ import logging
 import multiprocessing
 import os
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -196,6 +196,7 @@ def build_cohort(
     n_jobs: int = 1,
     progress: bool = True,
     reuse: bool = False,
+    participant_ids: Collection[str] | None = None,
 ) -> CohortStore:
     """Collect derivatives into a cohort store (written atomically as a folder).
 
@@ -229,6 +230,8 @@ def build_cohort(
         modalities, conditions, grid and dtype; recorded as ``inputs_sha256``) instead of
         reading every image again: a resumed or relaunched training run on a large population
         starts at once.
+    participant_ids : collection of str, optional
+        Keep only these participants' images (``sub-<label>``; default all).
 
     Returns
     -------
@@ -258,6 +261,12 @@ def build_cohort(
                 f"(looked for sub-*_space-{TEMPLATE}_res-*_{_describe(m)})"
             )
     images = pd.concat(frames, ignore_index=True)
+    if participant_ids is not None:
+        images = images[images["participant_id"].isin(set(participant_ids))]
+        if images.empty:
+            raise CohortError(f"none of the selected participants has {'/'.join(modalities)} "
+                              "images (see --participant-label, --exclude-participants)")
+        images = images.reset_index(drop=True)
     table = _match_conditions(images, participants, conditions)
     specs = [infer_spec(c, table[c], dropout=cfg_dropout) for c in conditions]
     specs.append(ConditionSpec("modality", "categorical", levels=list(modalities), dropout=0.0))

@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import typing
+import uuid
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from .derivatives import TEMPLATE
 from .errors import InputError
 
 ANALYSIS_LEVELS = ("participant", "group")
@@ -34,7 +37,11 @@ PERFORMANCE = "Performance"
 PREPROCESSING = "Preprocessing (participant level)"
 GROUP = "Group level (model, synthetic cohort, BWAS)"
 RUN = "Run control"
-PANELS = (INPUT, OUTPUT, PERFORMANCE, PREPROCESSING, GROUP, RUN)
+COMPAT = "fMRIPrep compatibility (accepted; no effect here)"
+PANELS = (INPUT, OUTPUT, PERFORMANCE, PREPROCESSING, GROUP, RUN, COMPAT)
+
+NATIVE_SPACES = ("anat", "T1w")
+"""fMRIPrep's names of the native anatomical space (its outputs are always written)."""
 
 MAX_SEED = 2**31 - 2
 """Largest seed: ANTs takes ``seed + 1`` as a C int."""
@@ -158,20 +165,31 @@ class Config:
         help="JSON of pybids filters per image kind (t1w, t2w, flair), as fMRIPrep's.")
     skip_bids_validation: bool = option(
         False, panel=INPUT, help="Do not validate the input dataset.")
+    exclude_participants: Path | None = option(
+        None, panel=INPUT, path="file", metavar="TSV",
+        help="Group level: leave out the participants listed (e.g. failed QC): a TSV with a "
+             "participant_id column (and optionally reason), or one label per line. With "
+             "--participant-label, only those participants enter the cohort.")
     derivatives: list[Path] = option(
         factory=list, panel=INPUT, path="dir", metavar="PATH...",
         help="Existing MNI-space derivatives (e.g. fMRIPrep's) to use instead of "
              "preprocessing.")
     # outputs
-    resolution: float = option(
-        2.0, panel=OUTPUT, minimum=0.5, maximum=16.0, unit="mm", metavar="MM",
+    resolution: float | None = option(
+        None, panel=OUTPUT, minimum=0.5, maximum=16.0, unit="mm", metavar="MM",
+        default_text="2, or the res- of --output-spaces",
         help="MNI grid voxel size in mm (GenBrain: 2).")
+    output_spaces: list[str] = option(
+        factory=list, panel=OUTPUT, metavar="SPACE[:res-N]...",
+        help=f"fMRIPrep's spelling of the output grid: {TEMPLATE}[:res-N] (N in mm; "
+             f"res-2 is GenBrain's grid). anat and T1w (native space, always written) are "
+             f"accepted; any other space is not produced and is an error.")
     # performance
     work_dir: Path | None = option(
-        None, panel=PERFORMANCE, flags=("-w",), metavar="DIR", default_text="OUTPUT_DIR/work",
-        help="Intermediate files; a rerun resumes from here.")
+        None, panel=PERFORMANCE, flags=("-w",), metavar="DIR", default_text="./work",
+        help="Intermediate files (never inside BIDS_DIR); a rerun resumes from here.")
     nprocs: int = option(
-        0, panel=PERFORMANCE, flags=("--n-cpus",), minimum=0, metavar="N",
+        0, panel=PERFORMANCE, flags=("--nthreads", "--n-cpus"), minimum=0, metavar="N",
         help="Processes in parallel (0: all CPUs).")
     omp_nthreads: int = option(
         0, panel=PERFORMANCE, minimum=0, metavar="N",
@@ -179,6 +197,10 @@ class Config:
     mem_gb: float | None = option(
         None, panel=PERFORMANCE, minimum=1.0, unit="GB", metavar="GB",
         help="Memory limit for the workflow scheduler.")
+    mem_mb: str | None = option(
+        None, panel=PERFORMANCE, flags=("--mem",), metavar="MB",
+        help="fMRIPrep's memory limit: MB, or a size with a unit (16G, 16000MB); sets "
+             "--mem-gb.")
     plugin: str = option(
         "MultiProc", panel=PERFORMANCE, metavar="NAME",
         help="nipype plugin: MultiProc, Linear, SLURM, SGE ...")
@@ -252,13 +274,43 @@ class Config:
         help="Pearson r above which a synthetic image counts as a copy of a training image "
              "and is excluded.")
     # run control
+    stop_on_first_crash: bool = option(
+        False, panel=RUN,
+        help="Stop at the first participant that fails (default: finish the others).")
+    clean_workdir: bool = option(
+        False, panel=RUN,
+        help="First remove this run's intermediate files from the work dir (the selected "
+             "participants' folders, or the group level's); other jobs' are kept.")
+    reports_only: bool = option(
+        False, panel=RUN,
+        help="Rebuild the participant reports and the merged summaries from existing outputs; "
+             "process nothing.")
+    boilerplate_only: bool = option(
+        False, panel=RUN,
+        help="Write the methods boilerplate (logs/CITATION.md) and exit.")
+    config_file: Path | None = option(
+        None, panel=RUN, path="file", metavar="TOML",
+        help="Settings of an earlier run (every run writes one: logs/<level>-<run>.toml and "
+             "sub-<label>/log/<run>/bids_genbrain.toml); options given here take precedence.")
     seed: int = option(
         42, panel=RUN, minimum=0, maximum=MAX_SEED, metavar="N",
         help="Seed of every stochastic step.")
     verbose: int = option(
         0, panel=RUN, flags=("-v",), count=True, help="More log output (repeatable).")
+    # fMRIPrep options that mean nothing here (its wrappers pass them)
+    notrack: bool = option(
+        False, panel=COMPAT, help="No effect: bids_genbrain never sends usage data.")
+    fs_license_file: str | None = option(
+        None, panel=COMPAT, metavar="FILE",
+        help="No effect: no FreeSurfer step needs a licence (the file is not read).")
+    fs_no_reconall: bool = option(
+        False, panel=COMPAT, help="No effect: surfaces are never reconstructed.")
+    anat_only: bool = option(
+        False, panel=COMPAT, help="No effect: only anatomical images are processed.")
     # resolved by validate(), not options
     plugin_settings: dict[str, Any] = field(default_factory=dict)
+    run_id: str = ""
+    """``<UTC time>_<8 hex>``: names this run's log files (unique across parallel jobs)."""
     command_line: list[str] = field(default_factory=list)
 
     @classmethod
@@ -302,12 +354,17 @@ class Config:
         self.analysis_level = sorted(levels, key=ANALYSIS_LEVELS.index)
         for name, spec, _ in self.options():
             setattr(self, name, spec.check(flag_of(name), getattr(self, name)))
+        self._resolve_spaces()
+        self._resolve_memory()
         self._check_folders()
         self._check_names()
         if self.model is not None:  # a folder or URL, fetched, hash/grid/mask checked
             from .model.fetch import resolve_model
 
             self.model = resolve_model(self.model)
+        if self.reports_only and self.boilerplate_only:
+            raise InputError("give --reports-only or --boilerplate-only, not both")
+        self.run_id = self.run_id or new_run_id()
         if self.lr is None:
             from .model.presets import default_lr
 
@@ -320,6 +377,10 @@ class Config:
                 f"--omp-nthreads ({self.omp_nthreads}) cannot exceed --nprocs ({self.nprocs})"
             )
         self.plugin_settings = _read_plugin_args(self.plugin_args)
+        if self.exclude_participants is not None:
+            from .selection import read_exclusions
+
+            read_exclusions(self.exclude_participants)  # a malformed file fails here
         return self
 
     def _check_folders(self) -> None:
@@ -343,14 +404,69 @@ class Config:
                 f"{self.output_dir}: an OUTPUT_DIR inside BIDS_DIR must be under"
                 f" {self.bids_dir / 'derivatives'}; the input dataset is never written to"
             )
-        self.work_dir = (
-            Path(self.work_dir).expanduser().resolve() if self.work_dir
-            else self.output_dir / "work"
-        )
+        given = self.work_dir is not None
+        self.work_dir = Path(self.work_dir or "work").expanduser().resolve()
         if self.work_dir.exists() and not self.work_dir.is_dir():
             raise InputError(f"{self.work_dir}: --work-dir is a file; give a folder")
-        if self.bids_dir in self.work_dir.parents and "derivatives" not in self.work_dir.parts:
-            raise InputError(f"{self.work_dir}: --work-dir must not be inside BIDS_DIR")
+        if self.bids_dir in (self.work_dir, *self.work_dir.parents):
+            where = "" if given else " (the default ./work of this folder)"
+            raise InputError(f"{self.work_dir}: the work dir{where} must not be inside "
+                             f"BIDS_DIR; give -w/--work-dir elsewhere, e.g. /scratch/work")
+
+    def _resolve_spaces(self) -> None:
+        """``--output-spaces`` -> the MNI grid; ``--resolution`` defaults to 2 mm."""
+        resolutions = set()
+        for token in (t for value in self.output_spaces for t in str(value).split()):
+            name, *modifiers = token.split(":")
+            if name in NATIVE_SPACES and not modifiers:
+                continue
+            if name != TEMPLATE:
+                raise InputError(
+                    f"--output-spaces {token}: bids_genbrain writes {TEMPLATE} (the model's "
+                    f"grid) and native space ({', '.join(NATIVE_SPACES)}) only; maps in other "
+                    f"spaces (e.g. fMRIPrep's) can be given with --derivatives")
+            for modifier in modifiers:
+                key, _, label = modifier.partition("-")
+                try:
+                    if key != "res":
+                        raise ValueError
+                    resolutions.add(float(label.replace("p", ".")))
+                except ValueError:
+                    raise InputError(f"--output-spaces {token}: only a res-<mm> modifier is "
+                                     f"understood (e.g. {TEMPLATE}:res-2)") from None
+        if len(resolutions) > 1:
+            raise InputError(f"--output-spaces asks for {len(resolutions)} grids; one run "
+                             "writes one (use another OUTPUT_DIR for a second)")
+        if resolutions:
+            (wanted,) = resolutions
+            wanted = self._field_spec("resolution").check("the res- of --output-spaces", wanted)
+            if self.resolution is not None and self.resolution != wanted:
+                raise InputError(f"--resolution {self.resolution:g} and --output-spaces "
+                                 f"res-{wanted:g} disagree; give one")
+            self.resolution = wanted
+        if self.resolution is None:
+            self.resolution = 2.0
+
+    def _resolve_memory(self) -> None:
+        """fMRIPrep's ``--mem``/``--mem-mb`` (MB, or with a unit) -> ``mem_gb``."""
+        if self.mem_mb is None:
+            return
+        match = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([KMGT]?)B?\s*", str(self.mem_mb),
+                             re.IGNORECASE)
+        if match is None:
+            raise InputError(f"--mem {self.mem_mb!r}: give MB or a size with a unit "
+                             "(16G, 16000MB)")
+        scale = {"K": 1 / 1024**2, "M": 1 / 1024, "G": 1.0, "T": 1024.0}
+        gb = float(match[1]) * scale[(match[2] or "M").upper()]
+        gb = self._field_spec("mem_gb").check("--mem", gb)
+        if self.mem_gb is not None and abs(self.mem_gb - gb) > 1e-6:
+            raise InputError(f"--mem-gb {self.mem_gb:g} and --mem {self.mem_mb} disagree; "
+                             "give one")
+        self.mem_gb, self.mem_mb = gb, None
+
+    @classmethod
+    def _field_spec(cls, name: str) -> Option:
+        return cls.__dataclass_fields__[name].metadata["option"]
 
     def _check_names(self) -> None:
         """Values that name something known elsewhere: preset, nipype plugin, CUDA."""
@@ -368,12 +484,131 @@ class Config:
             if not torch.cuda.is_available():
                 raise InputError("--device cuda: torch sees no CUDA device; use --device cpu")
 
+    def settings(self) -> dict[str, Any]:
+        """What ``--config-file`` reloads: the positional arguments and every option that is
+        set (paths as strings), without the one-shot actions (:data:`NOT_RELOADED`)."""
+        out: dict[str, Any] = {}
+        names = ["bids_dir", "output_dir", "analysis_level",
+                 *(n for n, _, _ in self.options() if n not in NOT_RELOADED)]
+        for name in names:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            out[name] = ([str(v) for v in value] if isinstance(value, list)
+                         else str(value) if isinstance(value, Path) else value)
+        return out
+
+    def to_toml(self) -> str:
+        """The run's settings as TOML, reloadable with ``--config-file``."""
+        import tomli_w
+
+        from . import __version__
+
+        header = (f"# bids_genbrain {__version__}, run {self.run_id}: reload with\n"
+                  f"#   bids_genbrain BIDS_DIR OUTPUT_DIR LEVEL --config-file THIS_FILE\n"
+                  "# (options on that command line take precedence)\n")
+        return header + tomli_w.dumps({
+            "run": {"version": __version__, "run_id": self.run_id,
+                    "command_line": [str(a) for a in self.command_line]},
+            "settings": self.settings(),
+        })
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dictionary (paths as strings) for logs and provenance."""
         return {k: (str(v) if isinstance(v, Path) else
                     [str(x) for x in v] if isinstance(v, list) and v and isinstance(v[0], Path)
                     else v)
                 for k, v in asdict(self).items()}
+
+
+NOT_RELOADED = ("config_file", "reports_only", "boilerplate_only", "clean_workdir", "mem_mb")
+"""Options a written configuration leaves out: actions of one run, and ``--mem`` (folded into
+``mem_gb``)."""
+
+
+def read_config_file(path: Path | str) -> dict[str, Any]:
+    """Settings of a ``--config-file`` (TOML as written by :meth:`Config.to_toml`).
+
+    Parameters
+    ----------
+    path : path-like
+
+    Returns
+    -------
+    dict
+        Field name -> value, typed as the :class:`Config` field.
+
+    Raises
+    ------
+    InputError
+        Unreadable TOML, an unknown setting or a value of the wrong type (naming the file and
+        the key).
+    """
+    import tomllib
+
+    path = Config._field_spec("config_file").check("--config-file", path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise InputError(f"{path}: --config-file cannot be read as TOML ({exc})") from None
+    settings = data.get("settings", {})
+    if not isinstance(settings, dict):
+        raise InputError(f"{path}: [settings] must be a table")
+    hints = Config.types()
+    known = {"bids_dir", "output_dir", "analysis_level",
+             *(n for n, _, _ in Config.options() if n not in NOT_RELOADED)}
+    out = {}
+    for key, value in settings.items():
+        if key not in known:
+            raise InputError(f"{path}: unknown setting {key!r} in [settings]")
+        try:
+            out[key] = _typed(value, hints[key])
+        except TypeError:
+            raise InputError(f"{path}: setting {key!r} = {value!r} is not a "
+                             f"{_type_name(hints[key])}") from None
+    return out
+
+
+def _typed(value: Any, annotation: Any) -> Any:
+    """``value`` (from TOML) as ``annotation`` (``int``, ``Path | None``, ``list[str]`` ...)."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) is list:
+        if isinstance(value, str):  # analysis_level = "participant"
+            value = [value]
+        if not isinstance(value, list):
+            raise TypeError
+        return [_typed(v, args[0]) for v in value]
+    if type(None) in typing.get_args(annotation):
+        return _typed(value, args[0])
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise TypeError
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError
+        return float(value)
+    if annotation in (str, Path):
+        if not isinstance(value, str):
+            raise TypeError
+        return annotation(value)
+    raise TypeError
+
+
+def _type_name(annotation: Any) -> str:
+    return " or ".join(getattr(a, "__name__", str(a)) for a in typing.get_args(annotation)
+                       if a is not type(None)) or getattr(annotation, "__name__", str(annotation))
+
+
+def new_run_id() -> str:
+    """``<UTC YYYYmmdd-HHMMSS>_<8 hex>``: sorts by time, unique across parallel jobs."""
+    from datetime import datetime, timezone
+
+    return f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}_{uuid.uuid4().hex[:8]}"
 
 
 def nipype_plugins() -> list[str]:

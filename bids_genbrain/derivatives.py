@@ -374,21 +374,18 @@ def container_info() -> dict[str, str] | None:
     return None
 
 
-def write_dataset_description(
-    root: Path | str,
+def dataset_description(
     *,
     name: str = "bids_genbrain outputs",
     source_datasets: list[Mapping[str, Any]] | None = None,
     description: str | None = None,
     dataset_type: str = "derivative",
     extra: Mapping[str, Any] | None = None,
-) -> Path:
-    """Write (or keep) ``dataset_description.json`` of a derivatives dataset.
+) -> dict[str, Any]:
+    """The content of a derivatives dataset's ``dataset_description.json``.
 
     Parameters
     ----------
-    root : path-like
-        Dataset root.
     name : str
         ``Name`` field.
     source_datasets : list of dict, optional
@@ -402,8 +399,7 @@ def write_dataset_description(
 
     Returns
     -------
-    pathlib.Path
-        Path of the written file.
+    dict
     """
     generated_by: dict[str, Any] = {
         "Name": PIPELINE_NAME,
@@ -424,7 +420,14 @@ def write_dataset_description(
     if source_datasets:
         data["SourceDatasets"] = list(source_datasets)
     data.update(extra or {})
-    return write_json(Path(root) / "dataset_description.json", data)
+    return data
+
+
+def write_dataset_description(root: Path | str, **fields: Any) -> Path:
+    """Write ``dataset_description.json`` of a dataset that one process owns (fields as
+    :func:`dataset_description`); a derivatives root that parallel jobs share uses
+    :func:`bids_genbrain.summaries.ensure_dataset_description`."""
+    return write_json(Path(root) / "dataset_description.json", dataset_description(**fields))
 
 
 def bids_uri(path: Path | str, dataset_root: Path | str, dataset_name: str = "raw") -> str:

@@ -1,8 +1,13 @@
 """Participant level: every selected participant's anatomical images, one at a time.
 
 Each participant is checked and processed on its own: a failure (a corrupt file, a failed
-registration) is written to a crash log and to the summary, and the others go on. The run's
-exit code is 1 when any participant failed.
+registration) is written to a crash log and to the summary, and the others go on (unless
+``--stop-on-first-crash``). The run's exit code is 1 when any participant failed.
+
+Parallel jobs may share the OUTPUT_DIR (one participant per job): each participant's records
+go to ``sub-<label>/log/<run id>/`` (:func:`bids_genbrain.runlog.participant_log`), and the
+shared files are created once or rebuilt from those records under a lock
+(:mod:`bids_genbrain.summaries`).
 """
 
 from __future__ import annotations
@@ -20,14 +25,16 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from .bids import SessionImages, collect_anat, load_layout, read_filter_file, select_participants
 from .config import Config
-from .derivatives import write_dataset_description
 from .reports.base import Section, render_report
-from .runlog import RunLog
+from .runlog import RunLog, participant_log
+from .summaries import (ensure_bidsignore, ensure_dataset_description, read_summaries,
+                        rebuild_shared_files, write_participant_summary)
 from .utils import atomic_write_text
 
 LOGGER = logging.getLogger(__name__)
 
-BIDSIGNORE = ("work/", "logs/", "*.html", "*_summary.tsv", "group/model/")
+BIDSIGNORE = ("work/", "logs/", "sub-*/log/", "*.html", "*_summary.tsv", "group/model/",
+              ".bids_genbrain.lock")
 """Paths in the derivatives root that are not BIDS files (for the BIDS validator)."""
 
 
@@ -119,11 +126,21 @@ class ParticipantResult:
     reason: str = ""
     images: list[ImageInfo] = field(default_factory=list)
     sessions: list[str | None] = field(default_factory=list)
+    log_dir: Path | None = None
+
+    def row(self, config: Config) -> dict[str, object]:
+        """This participant's row of the summary table."""
+        mode = ("reports-only" if config.reports_only else "check-only" if config.check_only
+                else "derivatives" if config.derivatives else "preprocessing")
+        return {"participant_id": f"sub-{self.subject}", "status": self.status,
+                "n_images": len(self.images),
+                "sessions": ",".join(s for s in self.sessions if s) or "n/a",
+                "reason": self.reason or "n/a", "mode": mode, "run_id": config.run_id}
 
 
-def _write_crash_log(output_dir: Path, subject: str, text: str) -> Path:
+def _write_crash_log(log_dir: Path, subject: str, text: str) -> Path:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    return atomic_write_text(output_dir / "logs" / f"crash-sub-{subject}-{stamp}.txt", text)
+    return atomic_write_text(log_dir / f"crash-{stamp}-sub-{subject}.txt", text)
 
 
 def _participant_report(config: Config, result: ParticipantResult,
@@ -149,6 +166,9 @@ def _participant_report(config: Config, result: ParticipantResult,
         from .reports.participant import preprocessing_sections
 
         sections.extend(preprocessing_sections(config.output_dir, result.subject, failures))
+    if result.log_dir is not None:
+        sections.append(Section("Logs", text=f"Log, settings and crash files of this run: "
+                                f"{result.log_dir.relative_to(config.output_dir)}/"))
     methods = (
         "Anatomical images were found with PyBIDS and checked for a readable 3D volume with a"
         " finite, invertible affine and plausible voxel sizes (0.1-10 mm) with NiBabel."
@@ -167,8 +187,12 @@ def _participant_report(config: Config, result: ParticipantResult,
 
 
 def process_participant(config: Config, layout, subject: str, queries: dict,
-                        covariates: pd.DataFrame | None) -> ParticipantResult:
-    """Check one participant's images and write its report.
+                        covariates: pd.DataFrame | None,
+                        log_dir: Path | None = None) -> ParticipantResult:
+    """Check one participant's images, preprocess them, and write its report.
+
+    With ``--reports-only`` nothing is processed: the report is rebuilt from existing outputs
+    and the participant's latest recorded outcome.
 
     Parameters
     ----------
@@ -180,13 +204,15 @@ def process_participant(config: Config, layout, subject: str, queries: dict,
         Per-kind pybids queries (:func:`bids_genbrain.bids.read_filter_file`).
     covariates : pandas.DataFrame or None
         participants.tsv typed, shown in the report.
+    log_dir : pathlib.Path, optional
+        The participant's log folder of this run (crash files, nipype log, methods).
 
     Returns
     -------
     ParticipantResult
         ``status`` is ``"failed"`` with a one-line ``reason`` when an image cannot be used.
     """
-    result = ParticipantResult(subject)
+    result = ParticipantResult(subject, log_dir=log_dir)
     sessions = collect_anat(layout, subject, sessions=config.session_label, queries=queries)
     result.sessions = [s.session for s in sessions]
     problems = []
@@ -203,16 +229,54 @@ def process_participant(config: Config, layout, subject: str, queries: dict,
     failures: list[str] = []
     if problems:
         result.status, result.reason = "failed", "; ".join(problems)
+    elif config.reports_only:
+        _recorded_outcome(config.output_dir, result)
     elif not config.check_only:
         from .workflows.base import run_participant_preprocessing
 
         failures = run_participant_preprocessing(
-            config, subject, {ses.session: ses.images for ses in sessions})
+            config, subject, {ses.session: ses.images for ses in sessions}, log_dir=log_dir)
         if failures:
             result.status, result.reason = "failed", "; ".join(failures)
     row = covariates.loc[subject] if covariates is not None and subject in covariates.index else None
     _participant_report(config, result, sessions, row, failures)
     return result
+
+
+def _recorded_outcome(output_dir: Path, result: ParticipantResult) -> None:
+    """Status and reason of the participant's latest run (for ``--reports-only``)."""
+    table = read_summaries(output_dir)
+    rows = table[table["participant_id"] == f"sub-{result.subject}"]
+    if len(rows):
+        result.status = rows["status"].iloc[0]
+        reason = rows["reason"].iloc[0]
+        result.reason = "" if reason == "n/a" else reason
+
+
+def _run_one(config: Config, layout, subject: str, queries: dict,
+             covariates: pd.DataFrame | None, log_dir: Path) -> ParticipantResult:
+    """One participant, never raising: a crash is a failed result with a crash file."""
+    try:
+        result = process_participant(config, layout, subject, queries, covariates, log_dir)
+    except Exception as exc:  # noqa: BLE001 - one participant never sinks the others
+        crash = _write_crash_log(log_dir, subject, traceback.format_exc())
+        result = ParticipantResult(subject, "failed", f"{type(exc).__name__}: {exc} "
+                                   f"(see {crash.relative_to(config.output_dir)})",
+                                   log_dir=log_dir)
+    if result.status != "ok":
+        LOGGER.error("sub-%s failed: %s", subject, result.reason)
+    write_participant_summary(log_dir, result.row(config))
+    return result
+
+
+def clean_work_dir(work_dir: Path, subject: str) -> None:
+    """Remove one participant's workflow folders (``sub_<label>[_ses_<s>]``) from the work dir."""
+    import shutil
+
+    for folder in [work_dir / f"sub_{subject}", *work_dir.glob(f"sub_{subject}_ses_*")]:
+        if folder.is_dir():
+            LOGGER.info("--clean-workdir: removing %s", folder)
+            shutil.rmtree(folder)
 
 
 def run_participant_level(config: Config, log: RunLog) -> list[ParticipantResult]:
@@ -248,41 +312,75 @@ def run_participant_level(config: Config, log: RunLog) -> list[ParticipantResult
 
     out = config.output_dir
     out.mkdir(parents=True, exist_ok=True)
-    write_dataset_description(
+    ensure_dataset_description(
         out, name="bids_genbrain participant-level derivatives",
         source_datasets=[{"URL": config.bids_dir.as_uri()}],
     )
-    atomic_write_text(out / ".bidsignore", "\n".join(BIDSIGNORE) + "\n")
+    ensure_bidsignore(out, BIDSIGNORE)
+    toml = config.to_toml()
 
     results: list[ParticipantResult] = []
-    with Progress(TextColumn("[bold]participant level"), BarColumn(), TextColumn("{task.description}"),
-                  TimeElapsedColumn(), transient=False) as progress:
+    with Progress(TextColumn("[bold]participant level"), BarColumn(),
+                  TextColumn("{task.description}"), TimeElapsedColumn(),
+                  transient=False) as progress:
         task = progress.add_task("", total=len(subjects))
         for subject in subjects:
             progress.update(task, description=f"sub-{subject}")
-            try:
+            if config.clean_workdir:
+                clean_work_dir(config.work_dir, subject)
+            if config.reports_only:  # nothing is run, so nothing is logged per participant
                 result = process_participant(config, layout, subject, queries, covariates)
-            except Exception as exc:  # noqa: BLE001 - one participant never sinks the others
-                crash = _write_crash_log(out, subject, traceback.format_exc())
-                result = ParticipantResult(subject, "failed",
-                                           f"{type(exc).__name__}: {exc} (see {crash.name})")
-            if result.status != "ok":
-                LOGGER.error("sub-%s failed: %s", subject, result.reason)
+            else:
+                with participant_log(out, subject, config.run_id, toml) as log_dir:
+                    result = _run_one(config, layout, subject, queries, covariates, log_dir)
             log.outcome(f"sub-{subject}", result.status, result.reason)
             results.append(result)
             progress.advance(task)
-
-    summary = pd.DataFrame(
-        [{"participant_id": f"sub-{r.subject}", "status": r.status, "n_images": len(r.images),
-          "sessions": ",".join(s for s in r.sessions if s) or "n/a", "reason": r.reason or "n/a"}
-         for r in results]
-    )
-    atomic_write_text(out / "participant_summary.tsv", summary.to_csv(sep="\t", index=False))
-    if not config.check_only:
-        from .reports.participant import write_qc_summary
-
-        write_qc_summary(out)
+            if result.status == "failed" and config.stop_on_first_crash:
+                LOGGER.error("--stop-on-first-crash: stopping after sub-%s", subject)
+                break
+    rebuild_shared_files(out)
     return results
 
 
-__all__ = ["ParticipantResult", "check_image", "run_participant_level"]
+def write_boilerplate(config: Config) -> Path:
+    """``logs/CITATION.md``: the methods of the selected participants' workflows, run nothing.
+
+    Each session's preprocessing workflow is built (not run) as the participant level would
+    build it, and its methods text kept once.
+
+    Returns
+    -------
+    pathlib.Path
+
+    Raises
+    ------
+    InputError
+        No anatomical image among the selected participants.
+    """
+    from .errors import InputError
+    from .runlog import output_lock
+    from .summaries import write_citation
+    from .workflows.base import init_participant_wf
+
+    layout = load_layout(config.bids_dir, validate=not config.skip_bids_validation)
+    queries = read_filter_file(config.bids_filter_file)
+    methods: list[str] = []
+    for subject in select_participants(layout, config.participant_label):
+        for ses in collect_anat(layout, subject, sessions=config.session_label, queries=queries):
+            workflow = init_participant_wf(
+                subject_id=subject, session_id=ses.session, anat_files=ses.images,
+                output_dir=config.output_dir, sloppy=config.sloppy,
+                registration=config.registration, omp_nthreads=config.omp_nthreads, resolution=config.resolution,
+                seed=config.seed, bids_dir=config.bids_dir)
+            text = workflow.visit_desc().strip()
+            if text not in methods:
+                methods.append(text)
+    if not methods:
+        raise InputError("no T1w, T2w or FLAIR image in the selected participants: no methods "
+                         "to write")
+    with output_lock(config.output_dir):
+        return write_citation(config.output_dir, methods)
+
+
+__all__ = ["ParticipantResult", "check_image", "run_participant_level", "write_boilerplate"]

@@ -1,13 +1,22 @@
 """The run log: ``OUTPUT_DIR/logs/`` holds what was run, with which versions, seeds and timings.
 
-Each run writes ``logs/<level>-<timestamp>.log`` (every log record) and, when it ends,
-``logs/<level>-<timestamp>.json`` (command line, configuration, package versions, seed, timings
-and the outcome of each participant or step).
+Each run writes ``logs/<level>-<run id>.log`` (every log record), ``<level>-<run id>.toml``
+(its settings, reloadable with ``--config-file``) and, when it ends, ``<level>-<run id>.json``
+(command line, configuration, package versions, seed, timings and the outcome of each
+participant or step). Run ids (``<UTC time>_<8 hex>``) are unique, so parallel jobs into one
+OUTPUT_DIR never write the same file.
+
+Each participant of a participant-level run also gets ``sub-<label>/log/<run id>/`` (as
+fMRIPrep): its log records (``run.log``), settings (``bids_genbrain.toml``), summary row
+(``summary.tsv``), crash files, nipype's ``pypeline.log`` and methods (``CITATION.md``);
+:func:`participant_log` opens it. Files that several jobs share are rebuilt from these under
+:func:`output_lock` (:mod:`bids_genbrain.summaries`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import platform
 import sys
@@ -22,6 +31,7 @@ from typing import Any
 
 from .derivatives import container_info, write_json
 from .errors import InputError
+from .utils import atomic_write_text
 
 KEY_PACKAGES = (
     "bids_genbrain", "numpy", "scipy", "nibabel", "pandas", "pybids", "nipype", "niworkflows",
@@ -63,7 +73,64 @@ class RunLog:
 
 
 @contextlib.contextmanager
-def run_log(output_dir: Path, level: str, config: dict[str, Any], seed: int) -> Iterator[RunLog]:
+def output_lock(output_dir: Path | str) -> Iterator[None]:
+    """Hold an exclusive lock on OUTPUT_DIR (``.bids_genbrain.lock``) for a ``with`` block.
+
+    Jobs that share an OUTPUT_DIR take it to rebuild shared files; ``flock`` is released when
+    the process dies, so a killed job never leaves it held.
+    """
+    path = Path(output_dir) / ".bids_genbrain.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def participant_log_dir(output_dir: Path | str, subject: str, run_id: str) -> Path:
+    """``OUTPUT_DIR/sub-<label>/log/<run id>``."""
+    return Path(output_dir) / f"sub-{subject.removeprefix('sub-')}" / "log" / run_id
+
+
+@contextlib.contextmanager
+def participant_log(output_dir: Path | str, subject: str, run_id: str,
+                    toml: str | None = None) -> Iterator[Path]:
+    """Send log records to ``sub-<label>/log/<run id>/run.log`` for a ``with`` block.
+
+    Parameters
+    ----------
+    output_dir : path-like
+    subject : str
+        Label (with or without ``sub-``).
+    run_id : str
+    toml : str, optional
+        The run's settings, written as ``bids_genbrain.toml``.
+
+    Yields
+    ------
+    pathlib.Path
+        The participant's log folder of this run.
+    """
+    folder = participant_log_dir(output_dir, subject, run_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    if toml is not None:
+        atomic_write_text(folder / "bids_genbrain.toml", toml)
+    handler = logging.FileHandler(folder / "run.log", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        yield folder
+    finally:
+        root.removeHandler(handler)
+        handler.close()
+
+
+@contextlib.contextmanager
+def run_log(output_dir: Path, level: str, config: dict[str, Any], seed: int, *,
+            run_id: str | None = None, toml: str | None = None) -> Iterator[RunLog]:
     """Open the run's log files for the duration of a ``with`` block.
 
     Parameters
@@ -76,6 +143,10 @@ def run_log(output_dir: Path, level: str, config: dict[str, Any], seed: int) -> 
         The validated configuration, recorded whole.
     seed : int
         The run's seed, recorded at the top level.
+    run_id : str, optional
+        Names the files (``<level>-<run id>.*``); default a new one.
+    toml : str, optional
+        The run's settings (:meth:`bids_genbrain.config.Config.to_toml`), written first.
 
     Yields
     ------
@@ -83,8 +154,11 @@ def run_log(output_dir: Path, level: str, config: dict[str, Any], seed: int) -> 
     """
     logs = Path(output_dir) / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    stem = f"{level}-{stamp}"
+    from .config import new_run_id
+
+    stem = f"{level}-{run_id or new_run_id()}"
+    if toml is not None:
+        atomic_write_text(logs / f"{stem}.toml", toml)
     handler = logging.FileHandler(logs / f"{stem}.log", encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()

@@ -15,6 +15,13 @@ os.environ.setdefault("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", "1")
 import pytest  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def _cwd_in_tmp(tmp_path, monkeypatch):
+    """Each test runs in its own folder: the CLI's default work dir (./work, as fMRIPrep's)
+    then never lands in the repository nor is shared between tests."""
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture(scope="session")
 def sim_small(tmp_path_factory):
     """A small simulated dataset for any test: ``SimulationResult`` of ``simulate_dataset``.

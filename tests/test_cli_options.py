@@ -103,6 +103,8 @@ def _bad_cases(root: Path) -> list[tuple[list[str], str]]:
     afile.write_text("x")
     bad_json = root / "bad.json"
     bad_json.write_text("{not json")
+    bad_tsv = root / "bad.tsv"
+    bad_tsv.write_text("subject\tage\nsub-01\t3\n")
     return [
         (["--mem-gb", "-4"], "--mem-gb must be at least 1 GB"),
         (["--mem-gb", "nan"], "--mem-gb must be a finite number"),
@@ -129,6 +131,8 @@ def _bad_cases(root: Path) -> list[tuple[list[str], str]]:
         (["--reference-map", root / "nomap.nii.gz"], "--reference-map not found"),
         (["--plugin-args", bad_json], "--plugin-args is not valid JSON"),
         (["-w", afile], "--work-dir is a file"),
+        (["--exclude-participants", bad_tsv], "needs a participant_id column"),
+        (["--exclude-participants", root / "none.tsv"], "--exclude-participants not found"),
         (["--foo"], "No such option: --foo"),
     ]
 
@@ -178,6 +182,8 @@ def test_genbrain_commands_have_short_help(command, capsys):
 def test_genbrain_bad_value_is_one_line(capsys, tmp_path):
     code, _, err = call(tools.main, ["simulate", tmp_path / "s", "--n-subjects", "abc"], capsys)
     assert "--n-subjects" in one_line_error(code, err, "genbrain")
+    code, _, err = call(tools.main, ["demo", tmp_path / "d", "--n-subjects", "0"], capsys)
+    assert "n_subjects must be at least 1" in one_line_error(code, err, "genbrain demo")
 
 
 def test_plugin_args_file_is_read(tiny, tmp_path):

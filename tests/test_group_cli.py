@@ -124,3 +124,29 @@ def test_group_level_fine_tunes_a_checkpoint(site, tmp_path):
     assert provenance["train_config"]["lr"] == 1e-4  # presets.FINE_TUNING_LR
     report = (out / "group.html").read_text()
     assert f"Fine-tuned from {parent}" in report and "Trained from scratch" not in report
+
+
+def test_group_level_on_a_subset(site, tmp_path):
+    """--participant-label and an exclusion TSV (failed QC) select the cohort; the report and
+    the statmaps' N say so; a file without participant_id is a one-line error."""
+    out = tmp_path / "out"
+    qc = tmp_path / "failed_qc.tsv"
+    qc.write_text("participant_id\treason\nsub-03\tmotion\n04\tbad registration\n")
+    labels = [f"{i:02d}" for i in range(1, 21)]
+    proc = run_group(site, out, "--participant-label", *labels, "--exclude-participants", str(qc))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    meta = json.loads((out / "group" / "bwas" / ("space-MNI152NLin6Asym_res-8_contrast-"
+                       "diagnosis_desc-real_stat-d_statmap.json")).read_text())
+    assert meta["N"] == 18
+    report = (out / "group.html").read_text()
+    assert "Participants left out" in report
+    for text in ("sub-03", "motion", "sub-04", "bad registration", "sub-21",
+                 "not in --participant-label"):
+        assert text in report, text
+    (record,) = (out / "logs").glob("group-*.json")
+    kept = json.loads(record.read_text())["cohort_selection"]["kept"]
+    assert len(kept) == 18 and "sub-03" not in kept and "sub-22" not in kept
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("subject\tage\nsub-01\t3\n")
+    proc = run_group(site, tmp_path / "out2", "--exclude-participants", str(bad))
+    assert_one_line_error(proc, "needs a participant_id column")

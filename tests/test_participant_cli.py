@@ -38,7 +38,9 @@ def test_participant_level_preprocesses_simulated_dataset(sim_small, tmp_path):
     assert "2 of 2 participant(s) finished" in proc.stdout
     # nipype's node-by-node INFO lines (also from MultiProc workers) go to the log file only
     assert "nipype.workflow INFO" not in proc.stdout + proc.stderr
-    assert "nipype.workflow INFO" in (out / "logs" / "pypeline.log").read_text()
+    (pypeline,) = (out / "sub-01" / "log").glob("*/pypeline.log")
+    assert "nipype.workflow INFO" in pypeline.read_text()
+    assert "T1w" in (out / "logs" / "CITATION.md").read_text()
     assert tree_digest(sim_small.root) == before, "the input dataset was modified"
     for sub in ("01", "02"):
         anat = out / f"sub-{sub}" / "anat"

@@ -167,8 +167,9 @@ def test_t2w_only_session_is_registered_directly(tmp_path):
                                      work_dir=tmp_path / "work", sloppy=True, resolution=RES,
                                      plugin="Linear")
     assert results[0].success, results[0].reason
-    assert "pypeline.log" in [p.name for p in (tmp_path / "out" / "logs").iterdir()]
-    assert "T2w" in (tmp_path / "out" / "logs" / "CITATION.md").read_text()
+    log_dir = tmp_path / "out" / "sub-02" / "log"
+    assert "pypeline.log" in [p.name for p in log_dir.iterdir()]
+    assert "T2w" in (log_dir / "CITATION.md").read_text()
     outputs = results[0].outputs
     assert outputs["xfm_forward"].name == "sub-02_from-T2w_to-MNI152NLin6Asym_mode-image_xfm.h5"
     assert outputs["native_preproc"].name == "sub-02_desc-preproc_T2w.nii.gz"

@@ -23,7 +23,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from .. import __version__
-from ..config import PANELS, Config, Option, flag_of
+from ..config import PANELS, Config, Option, flag_of, read_config_file
 from ..errors import InputError, disk_full
 from .common import GroupedCommand, given_on_command_line, run_typer
 
@@ -167,11 +167,17 @@ def bids_genbrain(ctx: typer.Context, bids_dir: Path, output_dir: Path,
     """
     values.pop("version", None)
     given = given_on_command_line(ctx, values)
-    _setup_console_logging(given.get("verbose", 0))
     try:
+        settings = {}
+        if given.get("config_file") is not None:
+            settings = read_config_file(given["config_file"])
+            for name in ("bids_dir", "output_dir", "analysis_level"):
+                settings.pop(name, None)  # the command line's positional arguments win
+        settings.update(given)
+        _setup_console_logging(settings.get("verbose", 0))
         config = Config(bids_dir=bids_dir, output_dir=output_dir,
                         analysis_level=analysis_level, command_line=list(sys.argv),
-                        **given).validate()
+                        **settings).validate()
         code = run(config)
     except InputError as exc:
         typer.echo(f"{PROG}: error: {exc}", err=True)
@@ -217,33 +223,59 @@ def run(config: Config) -> int:
     from ..runlog import run_log
 
     config.output_dir.mkdir(parents=True, exist_ok=True)
+    if config.boilerplate_only:
+        from ..participant import write_boilerplate
+
+        path = write_boilerplate(config)
+        typer.echo(f"methods boilerplate: {path}")
+        return 0
     code = 0
     for level in config.analysis_level:
+        if code and config.stop_on_first_crash:
+            typer.echo(f"--stop-on-first-crash: {level} level not run", err=True)
+            break
         with contextlib.ExitStack() as stack:
             if level == "group":  # one group level per OUTPUT_DIR at a time
                 stack.enter_context(exclusive_lock(config.output_dir / "group" / ".lock",
                                                    f"a group-level run on {config.output_dir}"))
             log = stack.enter_context(run_log(config.output_dir, level, config.to_dict(),
-                                              config.seed))
+                                              config.seed, run_id=config.run_id,
+                                              toml=config.to_toml()))
             if level == "participant":
-                from ..participant import run_participant_level
+                code = max(code, _participant_level(config, log))
+            else:
+                from ..summaries import rebuild_shared_files
 
-                results = run_participant_level(config, log)
-                failed = [r for r in results if r.status != "ok"]
-                typer.echo(f"participant level: {len(results) - len(failed)} of "
-                           f"{len(results)} participant(s) finished; outputs in "
-                           f"{config.output_dir}")
-                if failed:
-                    typer.echo(f"{len(failed)} participant(s) failed:", err=True)
-                    for r in failed:
-                        typer.echo(f"  sub-{r.subject}: {r.reason}", err=True)
-                    log.record["status"] = "finished with failures"
-                    code = 1
-                continue
-            from ..group import run_group_level
+                summary = rebuild_shared_files(config.output_dir)  # from every job's records
+                if config.reports_only:
+                    typer.echo(f"group level --reports-only: merged summary of {len(summary)} "
+                               f"participant(s) rebuilt in {config.output_dir}")
+                    continue
+                from ..group import run_group_level
 
-            run_group_level(config, log)
+                run_group_level(config, log)
     return code
+
+
+def _participant_level(config: Config, log) -> int:
+    from ..participant import run_participant_level
+
+    results = run_participant_level(config, log)
+    failed = [r for r in results if r.status == "failed"]
+    if config.reports_only:
+        typer.echo(f"participant level --reports-only: reports of {len(results)} "
+                   f"participant(s) rebuilt ({len(failed)} failed in their last run); merged "
+                   f"summaries in {config.output_dir}")
+        return 0
+    typer.echo(f"participant level: {len(results) - len(failed)} of {len(results)} "
+               f"participant(s) finished; outputs in {config.output_dir}")
+    if not failed:
+        return 0
+    typer.echo(f"{len(failed)} participant(s) failed:", err=True)
+    for r in failed:
+        typer.echo(f"  sub-{r.subject}: {r.reason}", err=True)
+    log.record["status"] = "finished with failures"
+    return 1
 
 
 def main(argv: list[str] | None = None) -> None:

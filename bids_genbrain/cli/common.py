@@ -11,9 +11,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import typer
-from typer._click.core import ParameterSource
-from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
 from typer.core import TyperCommand, TyperGroup
+
+try:  # typer >= 0.16 vendors click
+    from typer._click.core import ParameterSource
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
+except ImportError:  # pragma: no cover - older typer uses click itself
+    from click.core import ParameterSource
+    from click.exceptions import ClickException, NoArgsIsHelpError, UsageError
 
 
 def _format_grouped(command: Any, ctx: typer.Context, formatter: Any) -> None:

@@ -25,10 +25,11 @@ def demo(
     resolution: Annotated[float, typer.Option(help="MNI grid of the outputs in mm (the "
                                               "paper's is 2; the demo's coarse default keeps "
                                               "it to minutes on a laptop).")] = 4.0,
-    steps: Annotated[int, typer.Option(help="Training steps of the tiny model.")] = 1000,
-    n_synthetic: Annotated[int, typer.Option(help="Synthetic images to generate.")] = 24,
-    nprocs: Annotated[int, typer.Option(help="Processes (0: all CPUs).")] = 0,
-    seed: Annotated[int, typer.Option(help="Seed of the simulation and of both levels.")] = 0,
+    steps: Annotated[int, typer.Option(min=1, help="Training steps of the tiny model.")] = 1000,
+    n_synthetic: Annotated[int, typer.Option(min=1, help="Synthetic images to generate.")] = 24,
+    nprocs: Annotated[int, typer.Option(min=0, help="Processes (0: all CPUs).")] = 0,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the simulation and of both "
+                                      "levels.")] = 0,
 ) -> None:
     """Simulate a dataset and run the participant and group levels on it (a few minutes)."""
     from ..config import Config
@@ -43,12 +44,17 @@ def demo(
         raise typer.Exit(2)
     bids_dir, deriv = out_dir / "bids", out_dir / "derivatives"
     typer.echo(f"[1/3] simulating {n_subjects} participants in {bids_dir}")
-    sim = simulate_dataset(
-        bids_dir, n_subjects=n_subjects, n_sites=2, modalities=("T1w",), seed=seed,
-        mni_resolution=resolution, progress=True,
-        acquisition=Acquisition(voxel_size_range=(1.6, 2.4), motion_fraction=0.0))
-    common = dict(bids_dir=bids_dir, output_dir=deriv, nprocs=nprocs, seed=seed,
-                  resolution=resolution, command_line=["genbrain", "demo", str(out_dir)])
+    try:
+        sim = simulate_dataset(
+            bids_dir, n_subjects=n_subjects, n_sites=2, modalities=("T1w",), seed=seed,
+            mni_resolution=resolution, progress=True,
+            acquisition=Acquisition(voxel_size_range=(1.6, 2.4), motion_fraction=0.0))
+    except ValueError as exc:  # the simulator checks its settings first
+        typer.echo(f"genbrain demo: error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    common = dict(bids_dir=bids_dir, output_dir=deriv, work_dir=out_dir / "work", nprocs=nprocs,
+                  seed=seed, resolution=resolution,
+                  command_line=["genbrain", "demo", str(out_dir)])
     try:
         typer.echo("[2/3] participant level (sloppy registration)")
         code = run(Config(analysis_level="participant", sloppy=True, **common).validate())

@@ -78,6 +78,8 @@ class SiteCohort:
     confounds: list[str]
     store: CohortStore
     site: pd.DataFrame
+    left_out: pd.DataFrame | None = None
+    """Participants with images who were not selected (``participant_id``, ``reason``)."""
 
     @property
     def resolution(self) -> float:
@@ -173,7 +175,8 @@ def load_site_cohort(config: Config, paths: GroupPaths, log: RunLog) -> SiteCoho
     InputError
         Unknown condition, contrast or confound columns, an unknown modality, or no image.
     """
-    from ..cohort import build_cohort, modality_entities
+    from ..cohort import build_cohort, find_images, modality_entities
+    from ..selection import cohort_selection
     from ..model.checkpoint import read_config
 
     participants = read_participants(config.bids_dir)
@@ -193,10 +196,19 @@ def load_site_cohort(config: Config, paths: GroupPaths, log: RunLog) -> SiteCoho
     modality_entities(config.modality)  # unknown modality names fail here, before any work
 
     roots = [config.output_dir, *config.derivatives]
+    selection = cohort_selection(config.participant_label, config.exclude_participants)
+    keep = left_out = None
+    if selection.active:
+        available = list(find_images(roots, config.modality, resolution)["participant_id"])
+        keep = [p for p, k in zip(available, selection.keeps(available), strict=True) if k]
+        left_out = selection.summary(available)
+        log.record["cohort_selection"] = {"kept": sorted(set(keep)),
+                                          "left_out": left_out.to_dict("records")}
     with log.step("cohort"):
         store = build_cohort(roots, paths.work / "cohort", modalities=[config.modality],
                              participants=participants.reset_index(drop=True),
-                             conditions=covariates, resolution=resolution)
+                             conditions=covariates, resolution=resolution,
+                             participant_ids=keep)
     LOGGER.info("cohort: %d %s image(s) of %d participant(s)", len(store.table),
                 config.modality, store.table["participant_id"].nunique())
     site = store.table.copy()
@@ -205,4 +217,4 @@ def load_site_cohort(config: Config, paths: GroupPaths, log: RunLog) -> SiteCoho
             site[column] = pd.Categorical(site[column].astype("string"),
                                           categories=participants[column].cat.categories)
     return SiteCohort(participants=participants, conditions=conditions, confounds=confounds,
-                      store=store, site=site)
+                      store=store, site=site, left_out=left_out)

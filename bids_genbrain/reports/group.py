@@ -86,6 +86,13 @@ def write_group_report(config: Config, *, site, plan, model, synthetic, gate, bw
             "grid": f"MNI152NLin6Asym {resolution:g} mm", "templates": template_source(),
         }])
         sections = [Section("Summary", text=origin, tables=[summary])]
+        if site.left_out is not None:
+            sections.append(Section(
+                "Participants left out", tables=[site.left_out] if len(site.left_out) else [],
+                text=f"The cohort was selected with --participant-label / "
+                     f"--exclude-participants: {site.store.table['participant_id'].nunique()} "
+                     f"participant(s) entered it, {len(site.left_out)} with images were left "
+                     f"out."))
 
         figures = []
         for cohort in ("real", "synthetic"):

@@ -317,13 +317,14 @@ def preprocess_participant(
     n_procs: int = 1,
     memory_gb: float | None = None,
     bids_dir: Path | str | None = None,
+    log_dir: Path | str | None = None,
 ) -> list[RunResult]:
     """Preprocess every session of one participant, each with its own workflow.
 
-    A session that fails leaves crash files under ``OUTPUT_DIR/logs/crash/sub-<label>``
-    and does not stop the other sessions. Nipype's log goes to
-    ``OUTPUT_DIR/logs/pypeline.log`` (warnings also to the terminal); the methods boilerplate to
-    ``OUTPUT_DIR/logs/CITATION.md``.
+    A session that fails leaves crash files in ``log_dir`` and does not stop the other
+    sessions. Nipype's log goes to ``log_dir/pypeline.log`` (warnings also to the terminal);
+    the methods boilerplate to ``log_dir/CITATION.md``. Nothing outside the participant's
+    folders is written, so parallel jobs into one OUTPUT_DIR never collide.
 
     Parameters
     ----------
@@ -337,6 +338,8 @@ def preprocess_participant(
         See :func:`init_participant_wf`.
     plugin, plugin_args, n_procs, memory_gb
         See :func:`run_workflow`.
+    log_dir : path-like, optional
+        The participant's log folder of this run; default ``OUTPUT_DIR/sub-<label>/log``.
 
     Returns
     -------
@@ -347,9 +350,9 @@ def preprocess_participant(
 
     subject_id = _label(subject_id)
     output_dir = Path(output_dir)
-    crash_dir = output_dir / "logs" / "crash" / f"sub-{subject_id}"
+    crash_dir = Path(log_dir) if log_dir else output_dir / f"sub-{subject_id}" / "log"
     crash_dir.mkdir(parents=True, exist_ok=True)
-    logs.log_nipype_to(output_dir / "logs")
+    logs.log_nipype_to(crash_dir)
     results = []
     for session_id, anat_files in sessions.items():
         start = time.monotonic()
@@ -376,15 +379,15 @@ def preprocess_participant(
                                resolution=resolution)
         results.append(RunResult(subject_id, session_id, success, reason, crashes,
                                  time.monotonic() - start, outputs, methods))
-        atomic_write_text(output_dir / "logs" / "CITATION.md", methods + "\n")
+        atomic_write_text(crash_dir / "CITATION.md", methods + "\n")
         LOGGER.log(logging.INFO if success else logging.ERROR, "%s: %s", label,
                    "done" if success else reason)
     return results
 
 
 def run_participant_preprocessing(config: Any, subject_id: str,
-                                  sessions: Mapping[str | None, Mapping[str, Sequence[str]]]
-                                  ) -> list[str]:
+                                  sessions: Mapping[str | None, Mapping[str, Sequence[str]]],
+                                  log_dir: Path | str | None = None) -> list[str]:
     """The participant level's preprocessing step, driven by the BIDS-App configuration.
 
     With ``--derivatives``, a participant's existing MNI-space maps are imported
@@ -402,6 +405,8 @@ def run_participant_preprocessing(config: Any, subject_id: str,
         Bare label.
     sessions : mapping
         Session label (or None) -> contrast -> runs.
+    log_dir : path-like, optional
+        The participant's log folder of this run (see :func:`preprocess_participant`).
 
     Returns
     -------
@@ -427,7 +432,8 @@ def run_participant_preprocessing(config: Any, subject_id: str,
         sloppy=config.sloppy, registration=config.registration,
         omp_nthreads=config.omp_nthreads, resolution=config.resolution,
         seed=config.seed, plugin=config.plugin, plugin_args=config.plugin_settings,
-        n_procs=config.nprocs, memory_gb=config.mem_gb, bids_dir=config.bids_dir)
+        n_procs=config.nprocs, memory_gb=config.mem_gb, bids_dir=config.bids_dir,
+        log_dir=log_dir)
     for res in results:
         if not res.success:
             where = f"ses-{res.session_id}: " if res.session_id else ""

@@ -1,4 +1,6 @@
-"""Where nipype logs: every record to ``OUTPUT_DIR/logs/pypeline.log``, warnings on the terminal.
+"""Where nipype logs: every record to the participant's log folder, warnings on the terminal.
+
+The runner points nipype at ``sub-<label>/log/<run id>/pypeline.log`` before each participant.
 
 Node-by-node INFO lines drown the participant progress bar, so nipype's terminal handlers are
 raised to WARNING, in this process and in MultiProc's workers. The workers come from a

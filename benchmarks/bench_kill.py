@@ -51,7 +51,8 @@ def _tool(name: str) -> str:
 
 
 def prepare(root: Path, level: str) -> tuple[list[str], tuple[str, ...]]:
-    """The dataset (made once) and the command line, with OUTPUT_DIR as ``{out}``."""
+    """The dataset (made once) and the command line (OUTPUT_DIR ``{out}``, work dir
+    ``{work}``)."""
     data = root / f"data-{level}"
     if level == "participant":
         if not (data / "bids" / "participants.tsv").is_file():
@@ -60,26 +61,31 @@ def prepare(root: Path, level: str) -> tuple[list[str], tuple[str, ...]]:
                             "--quiet"], check=True)
         return ([_tool("bids_genbrain"), str(data / "bids"), "{out}", "participant",
                  "--sloppy", "--resolution", "4", "--nprocs", "1", "--omp-nthreads", "1",
-                 "--seed", "0"], PARTICIPANT_PHASES)
+                 "--seed", "0", "-w", "{work}"], PARTICIPANT_PHASES)
     from _model_factory import write_site
 
     if not (data / "truth_d.nii.gz").is_file():
         write_site(data, 24, 8.0)
     return ([_tool("bids_genbrain"), str(data / "bids"), "{out}", "group", "--derivatives",
-             str(data / "deriv"), "--resolution", "8", "--preset", "tiny", "--steps", "120",
-             "--batch-size", "8", "--n-synthetic", "24", "--sampling-steps", "10",
+             str(data / "deriv"), "--resolution", "8", "--preset", "tiny", "--steps", "60",
+             "--batch-size", "8", "--n-synthetic", "16", "--sampling-steps", "5",
              "--condition", "age", "sex", "--contrast", "diagnosis", "--seed", "3",
-             "--omp-nthreads", "1", "--nprocs", "1", "--reference-map",
+             "--omp-nthreads", "1", "--nprocs", "1", "-w", "{work}", "--reference-map",
              str(data / "truth_d.nii.gz")], GROUP_PHASES)
 
 
 def _command(template: list[str], out: Path) -> list[str]:
-    return [str(out) if part == "{out}" else part for part in template]
+    values = {"{out}": str(out), "{work}": str(_work(out))}
+    return [values.get(part, part) for part in template]
+
+
+def _work(out: Path) -> Path:
+    return out.with_name(out.name + "-work")
 
 
 def ignore(name: str) -> bool:
-    """Run logs have timestamps in their names: not compared."""
-    return name.startswith("logs/")
+    """Run logs (logs/, sub-<l>/log/) are named by run id: not compared."""
+    return name.startswith("logs/") or name.split("/")[1:2] == ["log"]
 
 
 def references(root: Path, level: str, template: list[str], phases: tuple[str, ...]
@@ -94,7 +100,8 @@ def references(root: Path, level: str, template: list[str], phases: tuple[str, .
     for name in ("a", "b"):
         out = root / f"ref-{level}-{name}"
         shutil.rmtree(out, ignore_errors=True)
-        code, tl, stderr = run_watched(_command(template, out), out, out / "work", phases)
+        shutil.rmtree(_work(out), ignore_errors=True)
+        code, tl, stderr = run_watched(_command(template, out), out, _work(out), phases)
         if code != 0:
             raise SystemExit(f"reference run failed ({code}): {stderr}")
         snaps.append(snapshot(out))
@@ -124,7 +131,8 @@ def run(args: argparse.Namespace) -> None:
     for number in range(start, args.sequences):
         out = root / f"kill-{args.level}-{number}"
         shutil.rmtree(out, ignore_errors=True)
-        result = kill_sequence(args.level, _command(template, out), out, out / "work",
+        shutil.rmtree(_work(out), ignore_errors=True)
+        result = kill_sequence(args.level, _command(template, out), out, _work(out),
                                reference, hashed, phases, draws[number], ignore=ignore)
         rows = pd.DataFrame(result.rows()).assign(sequence=number)
         print(rows.to_string(index=False), flush=True)
@@ -133,6 +141,7 @@ def run(args: argparse.Namespace) -> None:
         rows.to_csv(table_path, sep="\t", index=False, mode="a", header=not table_path.is_file())
         if result.equal:
             shutil.rmtree(out, ignore_errors=True)
+            shutil.rmtree(_work(out), ignore_errors=True)
 
 
 def report(args: argparse.Namespace) -> None:

@@ -12,8 +12,9 @@
 # Environment (defaults in brackets):
 #   IMAGE [genbrain:check]   BASE_IMAGE [genbrain-base:bookworm; built when absent]
 #   TORCH_WHEELS [pip's find-links folder holding torch-2.13.0*.whl]  WHEEL_PORT [8765]
-#   TEMPLATES [fallback]     N_SUBJECTS [8]    STEPS [300]    NATIVE [1: also run on the host]
-#   SKIP_BUILD [0]  ONLY_BUILD [0]  STAGES ["simulate container native compare"]
+#   TEMPLATES [fallback]     N_SUBJECTS [8]    STEPS [100]    NATIVE [1: also run on the host]
+#   SKIP_BUILD [0]  ONLY_BUILD [0]
+#   STAGES ["simulate participant group native-participant native-group compare"]
 #   (build only, run only, or some stages: each part fits a shared 15-minute compute slot)
 #   DOCKER_BUILD_ARGS [extra arguments of docker build]
 # Timings of every phase are printed at the end and written to WORK_DIR/timings.tsv.
@@ -24,7 +25,7 @@ IMAGE=${IMAGE:-genbrain:check}
 BASE_IMAGE=${BASE_IMAGE:-genbrain-base:bookworm}
 TEMPLATES=${TEMPLATES:-fallback}
 N_SUBJECTS=${N_SUBJECTS:-8}
-STEPS=${STEPS:-300}
+STEPS=${STEPS:-100}
 NATIVE=${NATIVE:-1}
 WHEEL_PORT=${WHEEL_PORT:-8765}
 UID_IN=1000  # the image's user (Dockerfile: useradd --uid 1000 genbrain)
@@ -91,7 +92,7 @@ fi
 
 # --- 3. run in the container, offline, non-root, input read-only ---------------------------
 # STAGES picks what runs (default all, in order); each stage reuses WORK_DIR's earlier ones
-STAGES=${STAGES:-"simulate container native compare"}
+STAGES=${STAGES:-"simulate participant group native-participant native-group compare"}
 want() { [[ " $STAGES " == *" $1 "* ]]; }
 RUN=(docker run --rm --network none)
 REFERENCE=derivatives/groundtruth/space-MNI152NLin6Asym_res-4_label-GM_desc-diagnosis_effect.nii.gz
@@ -99,6 +100,12 @@ PARTICIPANT=(participant --sloppy --resolution 4 --nprocs 2 --omp-nthreads 1 --s
 GROUP=(group --resolution 4 --preset tiny --steps "$STEPS" --batch-size 8 --n-synthetic 16
        --sampling-steps 10 --condition age sex --contrast diagnosis --seed 0 --omp-nthreads 2)
 input_hash() { (cd "$WORK/bids" && find . -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum); }
+in_container() {  # a level in the container: offline, non-root, the input read-only
+    local before; before=$(input_hash)
+    phase "container-$1" "${RUN[@]}" -v "$WORK/bids:/data:ro" -v "$WORK/out-container:/out" \
+        "$IMAGE" /data /out "${@:2}" -w /out/work
+    [ "$(input_hash)" = "$before" ] || die "the input dataset changed"
+}
 if want simulate; then
     rm -rf "$WORK/bids" "$WORK/sim" "$WORK/out-container" "$WORK/out-native"
     mkdir -p "$WORK/sim"
@@ -108,28 +115,33 @@ if want simulate; then
     mv "$WORK/sim/bids" "$WORK/bids" && rmdir "$WORK/sim"
 fi
 [ -f "$WORK/bids/$REFERENCE" ] || die "no simulated dataset in $WORK/bids (run the simulate stage)"
-if want container; then
+if want participant; then
     [ "$(docker run --rm --network none --entrypoint id "$IMAGE" -u)" = "$UID_IN" ] \
         || die "$IMAGE does not run as uid $UID_IN"
     rm -rf "$WORK/out-container"
     mkdir -p "$WORK/out-container"
     chown "$UID_IN" "$WORK/out-container"
-    BEFORE=$(input_hash)
-    phase container-participant "${RUN[@]}" -v "$WORK/bids:/data:ro" \
-        -v "$WORK/out-container:/out" "$IMAGE" /data /out "${PARTICIPANT[@]}"
-    phase container-group "${RUN[@]}" -v "$WORK/bids:/data:ro" -v "$WORK/out-container:/out" \
-        "$IMAGE" /data /out "${GROUP[@]}" --reference-map "/data/$REFERENCE"
-    [ "$(input_hash)" = "$BEFORE" ] || die "the input dataset changed"
+    in_container participant "${PARTICIPANT[@]}"
+fi
+if want group; then  # from a clean slate (an earlier group run may have used other options)
+    rm -rf "$WORK/out-container/"{group,synthetic,group.html,work/group}
+    in_container group "${GROUP[@]}" --reference-map "/data/$REFERENCE"
 fi
 
 # --- 4. the same outside the container, then compare ---------------------------------------
-if [ "$NATIVE" = 1 ] && want native; then
+if [ "$NATIVE" = 1 ] && { want native-participant || want native-group; }; then
     command -v bids_genbrain >/dev/null || die "NATIVE=1 needs bids_genbrain on PATH (or NATIVE=0)"
-    rm -rf "$WORK/out-native"
     export GENBRAIN_TEMPLATES=$TEMPLATES
-    phase native-participant bids_genbrain "$WORK/bids" "$WORK/out-native" "${PARTICIPANT[@]}"
-    phase native-group bids_genbrain "$WORK/bids" "$WORK/out-native" "${GROUP[@]}" \
-        --reference-map "$WORK/bids/$REFERENCE"
+    if want native-participant; then
+        rm -rf "$WORK/out-native"
+        phase native-participant bids_genbrain "$WORK/bids" "$WORK/out-native" "${PARTICIPANT[@]}" \
+            -w "$WORK/out-native/work"
+    fi
+    if want native-group; then
+        rm -rf "$WORK/out-native/"{group,synthetic,group.html,work/group}
+        phase native-group bids_genbrain "$WORK/bids" "$WORK/out-native" "${GROUP[@]}" \
+            --reference-map "$WORK/bids/$REFERENCE" -w "$WORK/out-native/work"
+    fi
 fi
 if want compare; then
     NATIVE_MOUNT=()

@@ -6,7 +6,7 @@ OUT is the container run's OUTPUT_DIR, NATIVE (optional) the same commands' OUTP
 the container. Checks: every NIfTI loads with finite data, every JSON and TSV parses, pybids
 indexes OUT as a valid derivatives dataset, ``GeneratedBy[0].Container`` names the image, the
 files belong to the container's (non-root) user, and OUT and NATIVE hold the same file names
-(run logs and the work folder aside, whose names carry timestamps or are internal). Prints
+(run logs and the work folder aside, whose names carry run ids or are internal). Prints
 one line per check; exit 1 on any failure.
 """
 
@@ -26,9 +26,14 @@ SKIP = ("logs", "work")
 
 
 def output_files(root: Path) -> set[str]:
-    """Relative paths of the outputs under ``root`` (folders in :data:`SKIP` aside)."""
-    return {p.relative_to(root).as_posix() for p in root.rglob("*")
-            if p.is_file() and p.relative_to(root).parts[0] not in SKIP}
+    """Relative paths of the outputs under ``root`` (folders in :data:`SKIP` and the
+    per-participant run logs ``sub-<l>/log/<run id>/`` aside)."""
+    names = set()
+    for path in root.rglob("*"):
+        parts = path.relative_to(root).parts
+        if path.is_file() and parts[0] not in SKIP and "log" not in parts[1:2]:
+            names.add("/".join(parts))
+    return names
 
 
 def invalid_files(root: Path, names: set[str]) -> list[str]:

@@ -13,7 +13,8 @@ BY_HASH = (".nii.gz", ".h5", "model.safetensors")
 
 
 def _ignore(name: str) -> bool:
-    return name.startswith("logs/")
+    """Run logs (logs/, sub-<l>/log/) are named by run id: not compared."""
+    return name.startswith("logs/") or name.split("/")[1:2] == ["log"]
 
 
 def _hashed(reference: dict[str, str]) -> set[str]:
@@ -25,22 +26,45 @@ def _group_command(site, out):  # noqa: F811
             "--resolution", str(RES), "--preset", "tiny", "--steps", "60", "--batch-size", "8",
             "--n-synthetic", "16", "--sampling-steps", "5", "--condition", "age", "sex",
             "--contrast", "diagnosis", "--seed", "3", "--omp-nthreads", "1", "--nprocs", "1",
-            "--reference-map", site / "truth_d.nii.gz"]
+            "-w", out.parent / f"{out.name}-work", "--reference-map", site / "truth_d.nii.gz"]
+
+
+def test_truncated_files_are_found(tmp_path):
+    """The harness's completeness check fails every kind of output cut short."""
+    import nibabel as nb
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    nb.save(nb.Nifti1Image(np.random.default_rng(0).random((20, 20, 20)), np.eye(4)),
+            tmp_path / "a.nii.gz")
+    (tmp_path / "b.json").write_text('{"a": 1}')
+    (tmp_path / "c.tsv").write_text("x\ty\n1\t2\n")
+    save_file({"w": np.ones(1000, np.float32)}, str(tmp_path / "d.safetensors"))
+    (tmp_path / "e.html").write_text("<html><body>report</body></html>\n")
+    assert [p.name for p in output_files(tmp_path) if invalid(p)] == []
+    for path in output_files(tmp_path):
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) * 2 // 3])
+    assert [p.name for p in output_files(tmp_path) if invalid(p)] == [
+        "a.nii.gz", "b.json", "c.tsv", "d.safetensors", "e.html"]
+    (tmp_path / ".a.nii.gz.host-1.x.part.nii.gz").write_bytes(b"half")  # a temporary
+    assert ".a.nii.gz.host-1.x.part.nii.gz" not in [p.name for p in output_files(tmp_path)]
 
 
 @pytest.mark.slow
 def test_group_level_killed_in_training_and_while_writing_statmaps(site, tmp_path):  # noqa: F811
     phases = ("training", "synthetic", "statmaps")
     ref = tmp_path / "reference"
-    code, timeline, stderr = run_watched(_group_command(site, ref), ref, ref / "work", phases)
+    code, timeline, stderr = run_watched(_group_command(site, ref), ref,
+                                         tmp_path / "reference-work", phases)
     assert code == 0, stderr
     reference = snapshot(ref)
     assert all(invalid(p) is None for p in output_files(ref))
     points = [("training", timeline.window("training") / 2), ("synthetic", 0.0),
               ("statmaps", 0.0)]
     out = tmp_path / "killed"
-    result = kill_sequence("group", _group_command(site, out), out, out / "work", reference,
-                           _hashed(reference), phases, points, ignore=_ignore)
+    result = kill_sequence("group", _group_command(site, out), out, tmp_path / "killed-work",
+                           reference, _hashed(reference), phases, points, ignore=_ignore)
     assert sum(k.killed for k in result.kills) >= 2, result.kills
     assert not [k.partial_files for k in result.kills if k.partial_files]
     assert result.equal, (result.missing, result.extra, result.hash_differs,

@@ -86,6 +86,10 @@ def test_two_group_runs_on_one_output_dir(site, tmp_path):  # noqa: F811
             time.sleep(0.2)
         second = subprocess.run(args, capture_output=True, text=True, timeout=300)
         assert_one_line_error(second, str(lock), f"pid {first.pid}", "delete")
+        # another OUTPUT_DIR, but the same work dir (the default ./work of one folder)
+        other = [tmp_path / "other" if a == out else a for a in args]
+        third = subprocess.run(other, capture_output=True, text=True, timeout=300)
+        assert_one_line_error(third, "work dir", f"pid {first.pid}", "delete")
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait()

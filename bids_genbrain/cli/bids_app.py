@@ -235,9 +235,12 @@ def run(config: Config) -> int:
             typer.echo(f"--stop-on-first-crash: {level} level not run", err=True)
             break
         with contextlib.ExitStack() as stack:
-            if level == "group":  # one group level per OUTPUT_DIR at a time
+            if level == "group":  # one group level per OUTPUT_DIR, and per work dir, at a time
                 stack.enter_context(exclusive_lock(config.output_dir / "group" / ".lock",
                                                    f"a group-level run on {config.output_dir}"))
+                stack.enter_context(exclusive_lock(
+                    config.work_dir / "group" / ".lock",
+                    f"a group-level run using the work dir {config.work_dir}"))
             log = stack.enter_context(run_log(config.output_dir, level, config.to_dict(),
                                               config.seed, run_id=config.run_id,
                                               toml=config.to_toml()))

@@ -58,7 +58,8 @@ def test_tiny_model_overfits_two_images(tmp_path):
     train = {"F": first[mask], "M": second[mask]}
     baseline = np.sqrt(np.mean((train["F"] - train["M"]) ** 2))
     table = pd.DataFrame({"sex": ["F", "M", "F", "M"]})
-    for i, vol in sample(bundle, table, seed=0, steps=50, cfg_scale=1.0):
+    for i, img in sample(bundle, table, seed=0, steps=50, cfg_scale=1.0):
+        vol = np.asanyarray(img.dataobj)
         own, other = train[table["sex"][i]], train["M" if table["sex"][i] == "F" else "F"]
         r = np.corrcoef(vol[mask], own)[0, 1]
         rmse = np.sqrt(np.mean((vol[mask] - own) ** 2))
@@ -170,7 +171,8 @@ def test_planted_age_effect_is_learned(tmp_path):
     means = {}
     for age in (20.0, 80.0):
         rows = conditions_table(bundle, 8, {"age": age})
-        vols = [v for _, v in sample(bundle, rows, seed=1, steps=50, cfg_scale=1.2)]
+        vols = [np.asanyarray(v.dataobj)
+                for _, v in sample(bundle, rows, seed=1, steps=50, cfg_scale=1.2)]
         means[age] = (np.mean([v[region].mean() for v in vols]),
                       np.mean([v[outside].mean() for v in vols]))
     truth = float(gm_map(20.0, 0, res)[region].mean() - gm_map(80.0, 0, res)[region].mean())
@@ -196,8 +198,8 @@ def test_image_condition_channels_are_trained_saved_and_required(small_store, tm
     rows = conditions_table(bundle, 1)
     with pytest.raises(ValueError, match="image condition"):
         next(sample(bundle, rows, 0, steps=2))
-    _, vol = next(sample(bundle, rows, 0, steps=2, image_cond=small_store.read([0])[:, None]))
-    assert np.isfinite(vol).all()
+    _, img = next(sample(bundle, rows, 0, steps=2, image_cond=small_store.read([0])[:, None]))
+    assert np.isfinite(np.asanyarray(img.dataobj)).all()
     with pytest.raises(ValueError, match="input channel"):
         fit(small_store, tmp_path / "m2", TrainConfig(steps=1, progress=False), arch=TEST_ARCH,
             image_conditions=same_image)
@@ -221,8 +223,9 @@ def test_image_condition_is_used(tmp_path):
     data = store.read(range(len(store)))
     rows = conditions_table(bundle, 3)
     mask = brain_mask(res)
-    for i, vol in sample(bundle, rows, 0, steps=50, cfg_scale=1.0,
+    for i, img in sample(bundle, rows, 0, steps=50, cfg_scale=1.0,
                          image_cond=data[[1, 4, 6]][:, None]):
+        vol = np.asanyarray(img.dataobj)
         target = store.denormalise(data[[1, 4, 6][i]], "GMmod")
         r = [np.corrcoef(vol[mask], store.denormalise(d, "GMmod"))[0, 1] for d in data]
         assert int(np.argmax(r)) == [1, 4, 6][i] and np.corrcoef(vol[mask], target)[0, 1] > 0.9

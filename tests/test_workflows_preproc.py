@@ -100,7 +100,7 @@ def test_sloppy_preprocessing_accuracy_resume_and_isolation(tmp_path):
     assert not failed.success
     assert "n4" in failed.reason and "no positive voxel" in failed.reason
     assert failed.crash_files and all(p.is_file() for p in failed.crash_files)
-    assert failed.crash_files[0].parent == out / "logs" / "crash" / "sub-01"
+    assert failed.crash_files[0].parent == out / "sub-01" / "log"  # per participant
 
     # every derivative under its contract name, with sidecars
     for key, path in ok.outputs.items():

@@ -1,4 +1,4 @@
-"""BIDS input: the dataset through pybids, participant selection, filters, typed covariates.
+"""BIDS input: the dataset through pybids, participant selection, filters, participants.tsv.
 
 Everything the app reads from the input dataset passes through here. The input dataset is only
 ever read: pybids is pointed at it without a database path inside it.
@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from .errors import InputError
@@ -29,13 +28,6 @@ DEFAULT_QUERIES: dict[str, dict[str, Any]] = {
     "flair": {"datatype": "anat", "suffix": "FLAIR", "part": [None, "mag"]},
 }
 """pybids queries per image kind; ``--bids-filter-file`` entries update these (fMRIPrep style)."""
-
-_MISSING = {"n/a", "na", "nan", "", "none", "null"}
-_SEX_CODES = {
-    "m": "M", "male": "M", "man": "M", "boy": "M",
-    "f": "F", "female": "F", "woman": "F", "girl": "F",
-}
-
 
 def read_json_object(path: Path, expected: str) -> dict[str, Any]:
     """Read a JSON object from ``path``; any problem is an :class:`InputError` naming the file.
@@ -139,6 +131,62 @@ def select_participants(layout, labels: Iterable[str] | None) -> list[str]:
             f"available: {shown}"
         )
     return wanted
+
+
+def all_participants(layout, table: ParticipantsTable | None = None) -> list[str]:
+    """Every participant of the dataset: pybids' subjects, ``sub-*/`` folders, table rows.
+
+    Parameters
+    ----------
+    layout : bids.BIDSLayout
+    table : ParticipantsTable, optional
+        participants.tsv; its rows count even without a ``sub-<label>/`` folder.
+
+    Returns
+    -------
+    list of str
+        Sorted bare labels.
+    """
+    labels = set(layout.get_subjects())
+    labels |= {p.name[4:] for p in Path(layout.root).glob("sub-*")
+               if p.is_dir() and p.name[4:].isalnum()}
+    if table is not None:
+        labels |= set(table.labels)
+    return sorted(labels)
+
+
+def missing_anatomy(layout, subjects: Iterable[str]) -> dict[str, str]:
+    """The participants that have nothing for the participant level, and why.
+
+    A participant has something when the dataset holds at least one T1w, T2w or FLAIR
+    NIfTI of it (any session, before ``--session-label`` and ``--bids-filter-file``).
+
+    Parameters
+    ----------
+    layout : bids.BIDSLayout
+    subjects : iterable of str
+        Bare labels.
+
+    Returns
+    -------
+    dict of str to str
+        Label -> reason (e.g. ``no T1w, T2w or FLAIR image, meg data only``) for each
+        participant without one; the others are left out.
+    """
+    with_anat = set(layout.get(datatype="anat", suffix=list(ANAT_MODALITIES),
+                               extension=[".nii", ".nii.gz"], return_type="id",
+                               target="subject"))
+    reasons = {}
+    for subject in subjects:
+        if subject in with_anat:
+            continue
+        if not (Path(layout.root) / f"sub-{subject}").is_dir():
+            reasons[subject] = f"listed in participants.tsv, no sub-{subject}/ folder"
+            continue
+        datatypes = layout.get_datatypes(subject=subject)
+        has = f"{'/'.join(datatypes)} data only" if datatypes else "no BIDS imaging files"
+        reasons[subject] = f"no T1w, T2w or FLAIR image, {has}"
+    return reasons
 
 
 def read_filter_file(path: Path | str | None) -> dict[str, dict[str, Any]]:
@@ -245,60 +293,44 @@ def collect_anat(
     return found
 
 
-def _is_missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and np.isnan(value)) or (
-        isinstance(value, str) and value.strip().lower() in _MISSING
-    )
+@dataclass
+class ParticipantsTable:
+    """participants.tsv as written (strings), with its sidecar; nothing is typed yet.
+
+    Attributes
+    ----------
+    path : pathlib.Path
+        The TSV.
+    raw : pandas.DataFrame
+        Indexed by bare participant label; every column as stripped strings
+        (``participant_id`` included, ``n/a`` kept as written).
+    sidecar : dict
+        participants.json (empty when there is none).
+    lines : dict of str to int
+        Line of each participant's row in the file (the header is line 1).
+    """
+
+    path: Path
+    raw: pd.DataFrame
+    sidecar: dict[str, Any] = field(default_factory=dict)
+    lines: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def labels(self) -> list[str]:
+        """Bare participant labels, in file order."""
+        return list(self.raw.index)
 
 
-def _sex_coding(meta: Mapping[str, Any] | None) -> dict[str, str]:
-    """Raw code -> M/F, from common spellings and the sidecar's Levels (e.g. 1: male)."""
-    coding = dict(_SEX_CODES)
-    levels = (meta or {}).get("Levels") or {}
-    for code, meaning in levels.items():
-        norm = _SEX_CODES.get(str(meaning).strip().lower())
-        if norm:
-            coding[str(code).strip().lower()] = norm
-    return coding
+def _unquote(value: str) -> str:
+    """Strip a field, and the double quotes a spreadsheet export puts around it ("26,9")."""
+    value = value.strip()
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        value = value[1:-1].replace('""', '"').strip()
+    return value
 
 
-def _type_sex(values: pd.Series, meta: Mapping[str, Any] | None, path: Path) -> pd.Series:
-    coding = _sex_coding(meta)
-    out = []
-    for raw in values:
-        if _is_missing(raw):
-            out.append(None)
-            continue
-        key = str(raw).strip().lower()
-        if key.endswith(".0"):  # 1.0 -> 1 when pandas read codes as floats
-            key = key[:-2]
-        if key not in coding:
-            raise InputError(
-                f"{path}: sex value {raw!r} not understood; use M/F (or male/female), or describe"
-                " numeric codes in participants.json, e.g. \"sex\": {\"Levels\": {\"1\": \"male\","
-                " \"2\": \"female\"}}"
-            )
-        out.append(coding[key])
-    return pd.Series(pd.Categorical(out, categories=["F", "M"]), index=values.index, name="sex")
-
-
-def _type_numeric(values: pd.Series, column: str, path: Path, *, required: bool) -> pd.Series | None:
-    cleaned = values.map(lambda v: np.nan if _is_missing(v) else v)
-    numeric = pd.to_numeric(cleaned, errors="coerce")
-    bad = cleaned.notna() & numeric.isna()
-    if bad.any():
-        if required:
-            example = cleaned[bad].iloc[0]
-            raise InputError(
-                f"{path}: column {column!r} must be numeric (or n/a), found {example!r}; fix the"
-                " value"
-            )
-        return None
-    return numeric.astype(float)
-
-
-def read_participants(bids_dir: Path | str) -> pd.DataFrame:
-    """Read ``participants.tsv`` into typed covariates.
+def read_participants_table(bids_dir: Path | str) -> ParticipantsTable:
+    """Read ``participants.tsv`` (and ``participants.json``) without typing any column.
 
     Parameters
     ----------
@@ -307,18 +339,14 @@ def read_participants(bids_dir: Path | str) -> pd.DataFrame:
 
     Returns
     -------
-    pandas.DataFrame
-        Indexed by bare ``participant`` label (``participant_id`` kept as a column). ``age`` is
-        float; ``sex`` is a categorical of ``F``/``M`` whatever the coding (M/F, male/female,
-        numeric codes declared in ``participants.json`` Levels); ``n/a`` and blanks are missing;
-        other columns are float when every value parses as a number, else categorical. The
-        sidecar's description of each column is in ``df.attrs["columns"]``.
+    ParticipantsTable
 
     Raises
     ------
     InputError
-        Missing or malformed file (no ``participant_id`` column, duplicated or badly prefixed
-        ids, ragged rows, a non-numeric age, an unknown sex code).
+        Missing or malformed file: not UTF-8, empty, ragged rows, no ``participant_id``
+        column, an id not of the form ``sub-<label>``, a duplicated id, or a
+        participants.json that is not a JSON object.
     """
     root = Path(bids_dir)
     path = root / "participants.tsv"
@@ -340,15 +368,15 @@ def read_participants(bids_dir: Path | str) -> pd.DataFrame:
                 f"{path}: malformed TSV (line {number} has {len(fields)} fields, the header"
                 f" {width}); use one tab between columns and n/a for missing values"
             )
-    table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, na_values=[],
-                        index_col=False, encoding="utf-8-sig", skip_blank_lines=True)
-    table.columns = [str(c).strip() for c in table.columns]
-    if "participant_id" not in table.columns:
+    header = [_unquote(c) for c in rows[0][1]]
+    if "participant_id" not in header:
         raise InputError(
-            f"{path}: no participant_id column (found {list(table.columns)[:6]}); the first"
+            f"{path}: no participant_id column (found {header[:6]}); the first"
             " column must be participant_id and the file tab-separated"
         )
-    ids = table["participant_id"].str.strip()
+    table = pd.DataFrame([[_unquote(v) for v in fields] for _, fields in rows[1:]],
+                         columns=header, dtype=object)
+    ids = table["participant_id"]
     bad = ids[~ids.str.fullmatch(r"sub-[A-Za-z0-9]+")]
     if len(bad):
         raise InputError(
@@ -357,31 +385,41 @@ def read_participants(bids_dir: Path | str) -> pd.DataFrame:
     dup = ids[ids.duplicated()]
     if len(dup):
         raise InputError(f"{path}: participant_id {dup.iloc[0]} appears twice; keep one row each")
-
+    table.index = pd.Index(ids.str.removeprefix("sub-").to_numpy(), name="participant")
     meta_path = root / "participants.json"
-    meta: dict[str, Any] = {}
-    if meta_path.is_file():
-        meta = read_json_object(meta_path, "describing the columns")
+    sidecar = read_json_object(meta_path, "describing the columns") if meta_path.is_file() else {}
+    return ParticipantsTable(path, table, sidecar,
+                             dict(zip(table.index, (n for n, _ in rows[1:]), strict=True)))
 
-    out = pd.DataFrame(index=pd.Index(ids.str.removeprefix("sub-").to_numpy(), name="participant"))
-    out["participant_id"] = ids.to_numpy()
-    for column in table.columns:
-        if column == "participant_id":
-            continue
-        values = pd.Series(table[column].to_numpy(), index=out.index)
-        col_meta = meta.get(column) if isinstance(meta.get(column), dict) else None
-        if column.lower() == "sex":
-            out["sex"] = _type_sex(values, col_meta, path)
-        elif column.lower() == "age":
-            out["age"] = _type_numeric(values, column, path, required=True)
-        else:
-            levels = (col_meta or {}).get("Levels")
-            numeric = None if levels else _type_numeric(values, column, path, required=False)
-            if numeric is not None:
-                out[column] = numeric
-            else:
-                cleaned = values.map(lambda v: None if _is_missing(v) else str(v).strip())
-                out[column] = pd.Categorical(cleaned)
-    out.attrs["columns"] = {k: v for k, v in meta.items() if k in out.columns}
-    out.attrs["source"] = str(path)
-    return out
+
+def read_participants(bids_dir: Path | str, columns: Iterable[str] | None = None) -> pd.DataFrame:
+    """Read ``participants.tsv`` and type ``columns`` (every column when None).
+
+    A shortcut for :func:`read_participants_table` then
+    :func:`bids_genbrain.covariates.type_covariates`; the rules of each type are in
+    :mod:`bids_genbrain.covariates`. Type only the columns you use: a value that the typing
+    cannot read is an error.
+
+    Parameters
+    ----------
+    bids_dir : path-like
+        Dataset root.
+    columns : iterable of str, optional
+
+    Returns
+    -------
+    pandas.DataFrame
+        Indexed by bare ``participant`` label (``participant_id`` kept as a column); ``age``
+        float in years; ``sex`` categorical ``F``/``M``; other columns float or categorical;
+        ``<column>_flag`` for censored or ranged values. ``df.attrs["columns"]`` holds the
+        sidecar's description of each typed column.
+
+    Raises
+    ------
+    InputError
+        Missing or malformed file, or a value a typed column cannot read.
+    """
+    from .covariates import type_covariates
+
+    table = read_participants_table(bids_dir)
+    return type_covariates(table, None if columns is None else list(columns)).table

@@ -5,8 +5,9 @@ A store is a folder::
     data.f32      row-major array, shape (n_images, n_voxels), float32 (``data.f16``: float16,
                   half the disk for UK Biobank-sized cohorts): brain-mask voxels (mask order)
                   of every image, normalised to [0, 1] per modality
-    table.tsv     one row per image: participant_id, session_id, modality, source path and
-                  the condition columns
+    table.tsv     one row per image: participant_id, session_id, modality, source path,
+                  the condition columns, and ``<condition>_flag`` where a value was censored
+                  (``89+``) or a range (``26-30``)
     cohort.json   grid (resolution, shape, affine, mask sha256), storage dtype, modalities,
                   normalisation (per modality ``lo``/``hi``: stored = clip((raw - lo) /
                   (hi - lo), 0, 1)), condition specs, sources, the sha256 of the data file
@@ -175,7 +176,8 @@ def _match_conditions(images: pd.DataFrame, participants: pd.DataFrame | None,
         raise CohortError(f"the participants table has several rows for "
                           f"{table.loc[dup, keys].iloc[0].tolist()}; give one row per "
                           f"{' and '.join(keys)}")
-    merged = images.merge(table[keys + list(conditions)], on=keys, how="left")
+    flags = [f"{c}_flag" for c in conditions if f"{c}_flag" in table.columns]
+    merged = images.merge(table[keys + list(conditions) + flags], on=keys, how="left")
     unmatched = merged.loc[merged[list(conditions)].isna().all(axis=1), "participant_id"]
     if len(unmatched):
         LOGGER.warning("%d image(s) have no conditions in the participants table (e.g. %s); "
@@ -210,7 +212,9 @@ def build_cohort(
         Modalities to include (:func:`modality_entities`); one store can hold several.
     participants : pandas.DataFrame, optional
         Typed participants table (``participant_id`` [+ ``session_id``] and condition columns),
-        e.g. :func:`bids_genbrain.bids.read_participants`.
+        e.g. :func:`bids_genbrain.bids.read_participants`. A condition's ``<name>_flag``
+        column (``censored``/``range`` values, :mod:`bids_genbrain.covariates`) is carried
+        into the store's table.
     conditions : sequence of str
         Columns of ``participants`` to condition on (``age``, ``sex`` ...).
     resolution : float

@@ -8,6 +8,14 @@ Parallel jobs may share the OUTPUT_DIR (one participant per job): each participa
 go to ``sub-<label>/log/<run id>/`` (:func:`bids_genbrain.runlog.participant_log`), and the
 shared files are created once or rebuilt from those records under a lock
 (:mod:`bids_genbrain.summaries`).
+
+Participants with no T1w, T2w or FLAIR image at all (an MEG empty-room recording
+``sub-emptyroom``, a participant with only ``func/``, a participants.tsv row without a
+folder) are skipped with a warning and a ``skipped`` summary row (recorded like any
+participant's, in ``sub-<label>/log/<run id>/summary.tsv``); they do not make the run fail.
+Requesting one with ``--participant-label`` is an input error. participants.tsv is read only
+to list participants and to show their covariates in the reports: nothing in it is typed
+here, so no covariate stops this level (see :mod:`bids_genbrain.covariates`).
 """
 
 from __future__ import annotations
@@ -23,10 +31,21 @@ import numpy as np
 import pandas as pd
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from .bids import SessionImages, collect_anat, load_layout, read_filter_file, select_participants
+from .bids import (
+    ParticipantsTable,
+    SessionImages,
+    all_participants,
+    collect_anat,
+    load_layout,
+    missing_anatomy,
+    read_filter_file,
+    read_participants_table,
+    select_participants,
+)
 from .config import Config
+from .errors import InputError
 from .reports.base import Section, render_report
-from .runlog import RunLog, participant_log
+from .runlog import RunLog, participant_log, participant_log_dir
 from .summaries import (ensure_bidsignore, ensure_dataset_description, read_summaries,
                         rebuild_shared_files, write_participant_summary)
 from .utils import atomic_write_text
@@ -119,7 +138,7 @@ def check_image(path: str | Path, modality: str) -> ImageInfo:
 
 @dataclass
 class ParticipantResult:
-    """Outcome of one participant."""
+    """Outcome of one participant: ``status`` is ``ok``, ``failed`` or ``skipped``."""
 
     subject: str
     status: str = "ok"
@@ -203,7 +222,8 @@ def process_participant(config: Config, layout, subject: str, queries: dict,
     queries : dict
         Per-kind pybids queries (:func:`bids_genbrain.bids.read_filter_file`).
     covariates : pandas.DataFrame or None
-        participants.tsv typed, shown in the report.
+        participants.tsv values as text (:func:`bids_genbrain.covariates.display_table`),
+        shown in the report.
     log_dir : pathlib.Path, optional
         The participant's log folder of this run (crash files, nipype log, methods).
 
@@ -279,6 +299,37 @@ def clean_work_dir(work_dir: Path, subject: str) -> None:
             shutil.rmtree(folder)
 
 
+def _participants_table(bids_dir: Path) -> ParticipantsTable | None:
+    """participants.tsv for listing and reports; a missing or malformed one is a warning."""
+    try:
+        return read_participants_table(bids_dir)
+    except InputError as exc:
+        LOGGER.warning("%s (the participant level goes on without it: participants are "
+                       "listed from the sub-*/ folders; the group level needs it)", exc)
+        return None
+
+
+def _plan(layout, table: ParticipantsTable | None,
+          requested: list[str]) -> tuple[list[str], list[ParticipantResult]]:
+    """Participants to process, and the skipped ones (no T1w, T2w or FLAIR image at all)."""
+    subjects = (select_participants(layout, requested) if requested
+                else all_participants(layout, table))
+    reasons = missing_anatomy(layout, subjects)
+    if requested and reasons:
+        named = ", ".join(f"sub-{s} ({why})" for s, why in reasons.items())
+        raise InputError(f"{layout.root}: requested participant(s) without anatomical images: "
+                         f"{named}; drop them from --participant-label")
+    if len(reasons) == len(subjects):
+        raise InputError(f"{layout.root}: no participant has a T1w, T2w or FLAIR image "
+                         "(expected sub-<label>/[ses-<label>/]anat/sub-<label>_T1w.nii.gz)")
+    if reasons:
+        shown = [f"sub-{s} ({why})" for s, why in reasons.items()]
+        LOGGER.warning("skipping %d participant(s) with nothing to preprocess: %s",
+                       len(shown), "; ".join(shown[:10]) + (" ..." if len(shown) > 10 else ""))
+    skipped = [ParticipantResult(s, "skipped", why) for s, why in reasons.items()]
+    return [s for s in subjects if s not in reasons], skipped
+
+
 def run_participant_level(config: Config, log: RunLog) -> list[ParticipantResult]:
     """Run the participant level for every selected participant.
 
@@ -292,17 +343,28 @@ def run_participant_level(config: Config, log: RunLog) -> list[ParticipantResult
     Returns
     -------
     list of ParticipantResult
-        One per participant, in order; the CLI exits 1 when any has ``status="failed"``.
-    """
-    from .bids import read_participants
+        One per participant, sorted by label, skipped ones included; the CLI exits 1 when
+        any has ``status="failed"``.
 
+    Raises
+    ------
+    InputError
+        A requested participant that the dataset lacks or that has no anatomical image, or
+        a dataset where no participant has one.
+    """
     layout = load_layout(config.bids_dir, validate=not config.skip_bids_validation)
-    subjects = select_participants(layout, config.participant_label)
+    table = _participants_table(config.bids_dir)
     queries = read_filter_file(config.bids_filter_file)
-    covariates = read_participants(config.bids_dir)
-    unknown = [s for s in subjects if s not in covariates.index]
-    if unknown:
-        LOGGER.warning("participants.tsv has no row for %s", ", ".join(f"sub-{s}" for s in unknown))
+    subjects, skipped = _plan(layout, table, config.participant_label)
+    covariates = None
+    if table is not None:
+        from .covariates import display_table
+
+        covariates = display_table(table)
+        unknown = [s for s in subjects if s not in covariates.index]
+        if unknown:
+            LOGGER.warning("participants.tsv has no row for %s",
+                           ", ".join(f"sub-{s}" for s in unknown))
     if config.derivatives and not config.check_only:
         from .workflows.precomputed import check_derivative_spaces
 
@@ -319,6 +381,12 @@ def run_participant_level(config: Config, log: RunLog) -> list[ParticipantResult
     ensure_bidsignore(out, BIDSIGNORE)
     toml = config.to_toml()
 
+    for result in skipped:  # recorded like any participant, so merged summaries keep them
+        log.outcome(f"sub-{result.subject}", result.status, result.reason)
+        if not config.reports_only:
+            folder = participant_log_dir(out, result.subject, config.run_id)
+            folder.mkdir(parents=True, exist_ok=True)
+            write_participant_summary(folder, result.row(config))
     results: list[ParticipantResult] = []
     with Progress(TextColumn("[bold]participant level"), BarColumn(),
                   TextColumn("{task.description}"), TimeElapsedColumn(),
@@ -340,7 +408,7 @@ def run_participant_level(config: Config, log: RunLog) -> list[ParticipantResult
                 LOGGER.error("--stop-on-first-crash: stopping after sub-%s", subject)
                 break
     rebuild_shared_files(out)
-    return results
+    return sorted([*results, *skipped], key=lambda r: r.subject)
 
 
 def write_boilerplate(config: Config) -> Path:

@@ -87,8 +87,9 @@ def write_cohort(root: Path, ages: list[float], *, resolution: float = RES,
 
 
 def write_site(root: Path, n: int = 24, resolution: float = RES) -> Path:
-    """A two-site cohort for the group level: ``root/bids`` (participants.tsv: age, sex,
-    diagnosis, site), ``root/deriv`` (GMmod maps; patients lose GM in the planted region) and
+    """A two-site cohort for the group level: ``root/bids`` (participants.tsv: age written as
+    public datasets do: ``89+``, ``66-70``, ``<age> years``, a decimal comma for the first four), sex,
+    diagnosis, site, handedness), ``root/deriv`` (GMmod maps; patients lose GM in the planted region) and
     ``root/truth_d.nii.gz`` (the planted region: the d map of CN - AD is positive there)."""
     from _bids_factory import make_dataset
 
@@ -100,11 +101,16 @@ def write_site(root: Path, n: int = 24, resolution: float = RES) -> Path:
             for i, dx in enumerate(diagnosis)]
     write_maps(root / "deriv", maps, resolution=resolution)
     sexes = rng.permutation(np.array(["M", "F"] * (n // 2)))
-    rows = [f"sub-{i + 1:02d}\t{a:.1f}\t{sx}\t{dx}\t{'AB'[i >= n // 2]}"
-            for i, (a, sx, dx) in enumerate(zip(ages, sexes, diagnosis, strict=True))]
+    # ages as public datasets write them: top-coded, binned, with a unit, a decimal comma;
+    # a column no level models, and MNE-BIDS' empty-room row
+    written = [f"{a:.1f}" for a in ages]
+    written[:4] = ["89+", "66-70", f"{ages[2]:.0f} years", f"{ages[3]:.1f}".replace(".", ",")]
+    rows = [f"sub-{i + 1:02d}\t{a}\t{sx}\t{dx}\t{'AB'[i >= n // 2]}\t{'R?'[i % 2]}"
+            for i, (a, sx, dx) in enumerate(zip(written, sexes, diagnosis, strict=True))]
+    rows.append("sub-emptyroom\tn/a\tn/a\tn/a\tn/a\tn/a")
     make_dataset(root / "bids", subjects=[f"{i + 1:02d}" for i in range(n)],
-                 participants="participant_id\tage\tsex\tdiagnosis\tsite\n" + "\n".join(rows)
-                 + "\n")
+                 participants="participant_id\tage\tsex\tdiagnosis\tsite\thandedness\n"
+                 + "\n".join(rows) + "\n")
     _, affine = mni_grid(resolution)
     truth = np.where(region, 1.0, 0.0).astype(np.float32)
     nb.save(nb.Nifti1Image(truth, affine), root / "truth_d.nii.gz")

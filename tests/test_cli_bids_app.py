@@ -112,10 +112,6 @@ def test_sessions_and_filter_file(tmp_path):
     [
         ("no_description", ["dataset_description.json", "missing"]),
         ("empty", ["no subjects found"]),
-        ("no_participants_tsv", ["participants.tsv", "missing"]),
-        ("malformed_participants_tsv", ["participants.tsv", "participant_id"]),
-        ("bad_sex", ["participants.tsv", "sex value 'X'"]),
-        ("bad_age", ["participants.tsv", "'age' must be numeric"]),
         ("unknown_label", ["sub-99", "available: sub-01"]),
         ("output_is_input", ["OUTPUT_DIR must differ from BIDS_DIR"]),
         ("output_inside_input", ["inside BIDS_DIR must be under"]),
@@ -132,14 +128,6 @@ def test_bad_input_exits_2_with_one_line(tmp_path, breakage, fragments):
     elif breakage == "empty":
         for sub in ds.glob("sub-*"):
             shutil.rmtree(sub)
-    elif breakage == "no_participants_tsv":
-        (ds / "participants.tsv").unlink()
-    elif breakage == "malformed_participants_tsv":
-        (ds / "participants.tsv").write_text("subject,age\nsub-01,30\n")
-    elif breakage == "bad_sex":
-        (ds / "participants.tsv").write_text("participant_id\tage\tsex\nsub-01\t30\tX\n")
-    elif breakage == "bad_age":
-        (ds / "participants.tsv").write_text("participant_id\tage\tsex\nsub-01\tthirty\tM\n")
     elif breakage == "unknown_label":
         extra = ["--participant-label", "99"]
     elif breakage == "output_is_input":

@@ -217,7 +217,8 @@ def run(config: Config) -> int:
     Returns
     -------
     int
-        0 on success, 1 when some participant failed.
+        0 on success (participants skipped for having no anatomical image do not count),
+        1 when some participant failed.
     """
     from ..locking import exclusive_lock
     from ..runlog import run_log
@@ -270,8 +271,11 @@ def _participant_level(config: Config, log) -> int:
                    f"participant(s) rebuilt ({len(failed)} failed in their last run); merged "
                    f"summaries in {config.output_dir}")
         return 0
-    typer.echo(f"participant level: {len(results) - len(failed)} of {len(results)} "
-               f"participant(s) finished; outputs in {config.output_dir}")
+    done = [r for r in results if r.status != "skipped"]
+    skipped = len(results) - len(done)
+    typer.echo(f"participant level: {len(done) - len(failed)} of {len(done)} participant(s) "
+               "finished" + (f", {skipped} skipped (no anatomical image)" if skipped else "")
+               + f"; outputs in {config.output_dir}")
     if not failed:
         return 0
     typer.echo(f"{len(failed)} participant(s) failed:", err=True)

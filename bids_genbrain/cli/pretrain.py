@@ -67,7 +67,8 @@ pretrain.__doc__ = (f"{inspect.cleandoc(pretrain.__doc__ or '')}\n\n\b\n"
                     f"Presets (parameters with age, sex and one modality):\n{_PRESETS_HELP}\n")
 
 
-def _participants_table(path: Path | None, derivatives: list[Path]):
+def _participants_table(path: Path | None, derivatives: list[Path], conditions: list[str]):
+    """participants.tsv with the condition columns typed (the others are left alone)."""
     from ..bids import read_participants
     from ..errors import InputError
 
@@ -75,10 +76,10 @@ def _participants_table(path: Path | None, derivatives: list[Path]):
         folder = path.parent if path.name == "participants.tsv" else path
         if not (folder / "participants.tsv").is_file():
             raise InputError(f"{path}: no participants.tsv there")
-        return read_participants(folder)
+        return read_participants(folder, columns=conditions)
     for root in derivatives:
         if (root / "participants.tsv").is_file():
-            return read_participants(root)
+            return read_participants(root, columns=conditions)
     return None
 
 
@@ -98,7 +99,7 @@ def _run(derivatives, out, preset, steps, batch_size, modality, condition, parti
         resolution = resolution or read_config(init)["architecture"]["resolution"]
     resolution = float(resolution or arch.resolution)
     conditions = [] if [c.lower() for c in condition] == ["none"] else list(condition)
-    table = _participants_table(participants, derivatives)
+    table = _participants_table(participants, derivatives, conditions)
     if conditions and table is None:
         raise InputError(
             f"conditions {conditions} need a participants.tsv: pass --participants PATH (e.g. "

@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..bids import read_participants
+from ..bids import read_participants_table
 from ..cohort import CohortStore
 from ..config import Config
+from ..covariates import TypedCovariates, type_covariates
 from ..errors import InputError
 from ..runlog import RunLog
 
@@ -61,7 +62,9 @@ class SiteCohort:
     Attributes
     ----------
     participants : pandas.DataFrame
-        Typed participants.tsv (:func:`bids_genbrain.bids.read_participants`).
+        participants.tsv with the columns the group level models typed (conditions,
+        ``--confound``, and age, sex, site when present; :mod:`bids_genbrain.covariates`),
+        and ``<column>_flag`` for censored or ranged values.
     conditions : list of str
         What the model is conditioned on: ``--condition`` and the contrast.
     confounds : list of str
@@ -71,6 +74,8 @@ class SiteCohort:
         Every image of ``--modality`` (all sessions), with the covariate columns.
     site : pandas.DataFrame
         ``store.table`` with the participants' categorical dtypes restored (one row per image).
+    covariates : TypedCovariates
+        What typing did to each of those columns (for the report).
     """
 
     participants: pd.DataFrame
@@ -78,6 +83,7 @@ class SiteCohort:
     confounds: list[str]
     store: CohortStore
     site: pd.DataFrame
+    covariates: TypedCovariates
     left_out: pd.DataFrame | None = None
     """Participants with images who were not selected (``participant_id``, ``reason``)."""
 
@@ -105,6 +111,43 @@ class SiteCohort:
                                                           pd.CategoricalDtype):
                 table[column] = table[column].astype("string")
         return table
+
+
+def typed_covariates(config: Config, conditions: list[str]) -> TypedCovariates:
+    """participants.tsv with the columns the group level models typed, each column's typing
+    logged (a value that does not read stops the run here, naming file, column, line, value).
+
+    Parameters
+    ----------
+    config : Config
+    conditions : list of str
+        ``--condition`` and the contrast.
+
+    Returns
+    -------
+    TypedCovariates
+        The conditions, ``--confound``, and ``age``, ``sex``, ``site`` (the default
+        confounds) when present; every other column is left as written.
+
+    Raises
+    ------
+    InputError
+        A missing or malformed participants.tsv, a condition, contrast or confound that is not
+        a column, or a value that does not read.
+    """
+    table = read_participants_table(config.bids_dir)
+    columns = [c for c in table.raw.columns if c != "participant_id"]
+    lower = [c.lower() for c in columns]
+    missing = [c for c in conditions if c not in columns and c.lower() not in lower]
+    if missing:
+        raise InputError(f"{table.path}: no column(s) {missing} for --condition/--contrast;"
+                         f" columns are {columns}")
+    defaults = [c for c in ("age", "sex", "site") if c in lower]
+    typed = type_covariates(table, [*conditions, *config.confound, *defaults])
+    for column, typing in typed.columns.items():
+        if typing.describe():
+            LOGGER.warning("%s, column %r: %s", table.path.name, column, typing.describe())
+    return typed
 
 
 def site_confounds(table: pd.DataFrame, config: Config) -> list[str]:
@@ -179,16 +222,11 @@ def load_site_cohort(config: Config, paths: GroupPaths, log: RunLog) -> SiteCoho
     from ..selection import cohort_selection
     from ..model.checkpoint import read_config
 
-    participants = read_participants(config.bids_dir)
     conditions = list(dict.fromkeys([*config.condition, config.contrast]))
-    missing = [c for c in conditions if c not in participants.columns]
-    if missing:
-        raise InputError(
-            f"{participants.attrs['source']}: no column(s) {missing} for --condition/--contrast;"
-            f" columns are {[c for c in participants.columns if c != 'participant_id']}"
-        )
+    covariates = typed_covariates(config, conditions)
+    participants = covariates.table
     confounds = site_confounds(participants, config)
-    covariates = list(dict.fromkeys([*conditions, *confounds]))
+    modelled = list(dict.fromkeys([*conditions, *confounds]))
     if config.model is not None:
         resolution = float(read_config(config.model)["architecture"]["resolution"])
     else:
@@ -207,14 +245,15 @@ def load_site_cohort(config: Config, paths: GroupPaths, log: RunLog) -> SiteCoho
     with log.step("cohort"):
         store = build_cohort(roots, paths.work / "cohort", modalities=[config.modality],
                              participants=participants.reset_index(drop=True),
-                             conditions=covariates, resolution=resolution,
+                             conditions=modelled, resolution=resolution,
                              participant_ids=keep)
     LOGGER.info("cohort: %d %s image(s) of %d participant(s)", len(store.table),
                 config.modality, store.table["participant_id"].nunique())
     site = store.table.copy()
-    for column in covariates:
+    for column in modelled:
         if isinstance(participants[column].dtype, pd.CategoricalDtype):
             site[column] = pd.Categorical(site[column].astype("string"),
                                           categories=participants[column].cat.categories)
     return SiteCohort(participants=participants, conditions=conditions, confounds=confounds,
-                      store=store, site=site, left_out=left_out)
+                      store=store, site=site, left_out=left_out,
+                      covariates=covariates)

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ..config import Config
+from ..covariates import TypedCovariates
 from ..derivatives import masked_to_image
 from ..runlog import package_versions
 from ..templates import template_source
@@ -40,6 +41,21 @@ def _methods(config: Config, *, model, n_real: int, n_synthetic: int, confounds:
         f"{config.contrast} with {', '.join(confounds) or 'no'} confound(s), giving t, two-sided "
         "p, Cohen's d and Benjamini-Hochberg q maps, for the real and the synthetic cohort."
     )
+
+
+def _covariates_section(covariates: TypedCovariates, store) -> Section:
+    """How each modelled participants.tsv column was typed; the cohort's flagged values."""
+    flagged = covariates.flagged()
+    flagged = flagged[flagged["participant_id"].isin(store.table["participant_id"])]
+    text = (f"Columns of {covariates.source} the group level models, typed by the rules in "
+            "docs/usage.md. Censored values (such as 89+) are used as their bound and ranges "
+            "(such as 26-30) as their midpoint; both are flagged in the cohort table "
+            "(<column>_flag)")
+    text += (f"; {len(flagged)} value(s) of the cohort are flagged:" if len(flagged)
+             else "; no value of the cohort is flagged.")
+    return Section("Covariates", text=text,
+                   tables=[covariates.summary(), *([flagged] if len(flagged) else [])],
+                   status="warning" if len(flagged) else "ok")
 
 
 def write_group_report(config: Config, *, site, plan, model, synthetic, gate, bwas,
@@ -86,6 +102,7 @@ def write_group_report(config: Config, *, site, plan, model, synthetic, gate, bw
             "grid": f"MNI152NLin6Asym {resolution:g} mm", "templates": template_source(),
         }])
         sections = [Section("Summary", text=origin, tables=[summary])]
+        sections.append(_covariates_section(site.covariates, store))
         if site.left_out is not None:
             sections.append(Section(
                 "Participants left out", tables=[site.left_out] if len(site.left_out) else [],

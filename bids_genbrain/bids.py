@@ -184,6 +184,10 @@ def missing_anatomy(layout, subjects: Iterable[str]) -> dict[str, str]:
             reasons[subject] = f"listed in participants.tsv, no sub-{subject}/ folder"
             continue
         datatypes = layout.get_datatypes(subject=subject)
+        if "anat" in datatypes:  # e.g. only a PDw, or a sidecar without its image
+            suffixes = layout.get(subject=subject, datatype="anat", return_type="id",
+                                  target="suffix")
+            datatypes[datatypes.index("anat")] = f"anat ({', '.join(sorted(suffixes))})"
         has = f"{'/'.join(datatypes)} data only" if datatypes else "no BIDS imaging files"
         reasons[subject] = f"no T1w, T2w or FLAIR image, {has}"
     return reasons

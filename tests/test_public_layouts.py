@@ -67,6 +67,9 @@ def test_participant_level_skips_participants_without_anatomy(dataset, tmp_path)
     assert summary.loc["sub-emptyroom", "reason"] == "no T1w, T2w or FLAIR image, meg data only"
     assert (summary.loc[["sub-05", "sub-emptyroom"], "n_images"] == 0).all()
     assert not (out / "sub-05.html").exists() and not (out / "sub-emptyroom.html").exists()
+    # recorded like any participant (parallel jobs' merged summaries keep the row)
+    record = next((out / "sub-emptyroom" / "log").glob("*/summary.tsv"))
+    assert "\tskipped\t" in record.read_text()
     record = json.loads(sorted((out / "logs").glob("participant-*.json"))[-1].read_text())
     assert record["outcomes"]["sub-emptyroom"]["status"] == "skipped"
     # covariates shown as typed, with what was written; columns no level uses as written

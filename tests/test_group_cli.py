@@ -76,7 +76,7 @@ def test_group_level_end_to_end(site, tmp_path):
     assert "Trained from scratch" in report and "Memorization check" in report
     assert "Agreement with the reference map" in report
     # covariates typed as written by public datasets, flagged in the cohort table and report
-    cohort = pd.read_csv(out / "work" / "group" / "cohort" / "table.tsv", sep="\t")
+    cohort = pd.read_csv(tmp_path / "work" / "group" / "cohort" / "table.tsv", sep="\t")
     first = cohort.set_index("participant_id").loc[["sub-01", "sub-02", "sub-03", "sub-04"]]
     assert first["age"].tolist()[:2] == [89.0, 68.0] and first["age"].notna().all()
     assert first["age_flag"].fillna("").tolist() == ["censored", "range", "", ""]

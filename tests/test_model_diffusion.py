@@ -22,31 +22,38 @@ from bids_genbrain.model.diffusion import (
 
 
 class Oracle(torch.nn.Module):
-    """Predicts the exact noise for known clean images (one per batch row)."""
+    """Predicts the exact target (noise, velocity or clean image) for known clean images."""
 
     def __init__(self, x0: torch.Tensor, config: DiffusionConfig) -> None:
         super().__init__()
         self.x0 = to_model_space(x0)
         self.alphas = config.ddpm().alphas_cumprod
+        self.prediction = config.prediction_type
         self.anchor = torch.nn.Parameter(torch.zeros(1))
 
     def forward(self, x, t, cond=None, drop=None):
         a = self.alphas[t].view(-1, 1)
-        return ((x[:, 0] - a.sqrt() * self.x0[: len(x)]) / (1 - a).sqrt()).unsqueeze(1)
+        x0 = self.x0[: len(x)]
+        eps = (x[:, 0] - a.sqrt() * x0) / (1 - a).sqrt()
+        out = {"epsilon": eps, "sample": x0,
+               "v_prediction": a.sqrt() * eps - (1 - a).sqrt() * x0}[self.prediction]
+        return out.unsqueeze(1)
 
 
+@pytest.mark.parametrize("prediction", ["epsilon", "v_prediction", "sample"])
 @pytest.mark.parametrize("schedule", ["linear", "scaled_linear"])
 @pytest.mark.parametrize("steps", [50, 10])
-def test_ddim_with_oracle_recovers_clean_images(schedule, steps):
-    config = DiffusionConfig(schedule=schedule)
+def test_ddim_with_oracle_recovers_clean_images(schedule, steps, prediction):
+    config = DiffusionConfig(schedule=schedule, prediction_type=prediction)
     x0 = torch.rand(3, 400, generator=torch.Generator().manual_seed(0))
     out = ddim_sample(Oracle(x0, config), config, {}, initial_noise([1, 2, 3], 400),
                       steps=steps, cfg_scale=1.0)
     torch.testing.assert_close(out, x0, atol=1e-4, rtol=0)
 
 
-def test_training_loss_is_zero_for_the_oracle_and_positive_otherwise():
-    config = DiffusionConfig()
+@pytest.mark.parametrize("prediction", ["epsilon", "v_prediction", "sample"])
+def test_training_loss_is_zero_for_the_oracle_and_positive_otherwise(prediction):
+    config = DiffusionConfig(prediction_type=prediction)
     x0 = torch.rand(4, 300, generator=torch.Generator().manual_seed(1))
     gen = torch.Generator().manual_seed(2)
     draws = TrainingDraws(torch.tensor([0, 10, 500, 999]), torch.randn(4, 300, generator=gen), {})

@@ -12,6 +12,7 @@ from bids_genbrain.model.conditions import ConditionSpec, encode_table, infer_sp
 from bids_genbrain.model.dit import GenBrainDiT
 from bids_genbrain.model.presets import PRESETS, parameter_count
 from bids_genbrain.model.tokens import TokenLayout, morton_codes
+from bids_genbrain.model.train import TrainConfig, make_optimizer
 from bids_genbrain.templates import brain_mask
 
 CONDITIONS = [
@@ -113,13 +114,8 @@ def test_missing_condition_equals_null_embedding(model):
     torch.testing.assert_close(absent, dropped)
 
 
-@pytest.mark.parametrize("extension", ["condition", "continuous", "modality", "channels"])
-def test_extensions_start_as_identity(extension):
-    torch.manual_seed(0)
-    net = _randomised(build_model(TEST_ARCH, CONDITIONS), seed=3)
-    x, t, cond = _inputs(net)
-    with torch.no_grad():
-        before = net(x, t, cond)
+def _extend(net: GenBrainDiT, extension: str, x, cond):
+    """Apply one fine-tuning extension; return inputs that exercise it (the new level)."""
     if extension == "condition":
         net.add_condition(ConditionSpec("diagnosis", "categorical", levels=["CN", "AD"]))
         cond = {**cond, "diagnosis": torch.tensor([1, 0, 1])}
@@ -129,14 +125,23 @@ def test_extensions_start_as_identity(extension):
     elif extension == "modality":
         net.add_levels("modality", ["FA"], init_from="GMmod")
         assert net.conditions[-1].levels == ["GMmod", "FA"]
+        cond = {**cond, "modality": torch.tensor([1, 0, 1])}
     else:
         net.add_input_channels(2)
         x = torch.cat([x, torch.randn(3, 2, x.shape[-1])], dim=1)
+    return x, cond
+
+
+@pytest.mark.parametrize("extension", ["condition", "continuous", "modality", "channels"])
+def test_extensions_start_as_identity(extension):
+    torch.manual_seed(0)
+    net = _randomised(build_model(TEST_ARCH, CONDITIONS), seed=3)
+    x, t, cond = _inputs(net)
     with torch.no_grad():
-        after = net(x, t, cond)
-        if extension == "modality":  # the new modality starts as the one it copies
-            new = net(x, t, {**cond, "modality": torch.ones(3, dtype=torch.long)})
-            torch.testing.assert_close(new, before)
+        before = net(x, t, cond)
+    x, cond = _extend(net, extension, x, cond)
+    with torch.no_grad():
+        after = net(x, t, cond)  # the new modality starts as the one it copies
     torch.testing.assert_close(after, before)
     assert net.in_channels == (3 if extension == "channels" else 1)
     # the extension is trainable: a gradient reaches the new parameters
@@ -145,8 +150,74 @@ def test_extensions_start_as_identity(extension):
     if extension in ("condition", "continuous"):
         grads = [p.grad for p in net.c_embedders[net.conditions[-1].name].parameters()]
         assert any(g is not None and g.abs().sum() > 0 for g in grads)
-    if extension == "channels":
+    elif extension == "modality":
+        grad = net.c_embedders["modality"].embedding_table.weight.grad
+        assert grad[1].abs().sum() > 0  # the new level's row
+    else:
         assert net.x_embedder.weight.grad[:, 1:].abs().sum() > 0
+
+
+def _level_gap(net: GenBrainDiT, extension: str) -> torch.Tensor:
+    """Embedding of the extension's two 'levels' (AD vs CN, score +1 vs -1, FA vs GMmod)."""
+    name = {"condition": "diagnosis", "continuous": "score", "modality": "modality"}[extension]
+    emb = net.c_embedders[name]
+    values = torch.tensor([1.0, -1.0]) if extension == "continuous" else torch.tensor([1, 0])
+    out = emb(values)
+    return out[0] - out[1]
+
+
+def _one_step_gap(extension: str, config: TrainConfig) -> tuple[float, float, GenBrainDiT]:
+    """How far one AdamW step moves the embedding gap between the extension's two levels."""
+    torch.manual_seed(0)
+    net = _randomised(build_model(TEST_ARCH, CONDITIONS), seed=3)
+    x, t, cond = _inputs(net)
+    x, cond = _extend(net, extension, x, cond)
+    net.train()
+    opt = make_optimizer(net, config)
+    gap = _level_gap(net, extension).detach()
+    target = torch.where(torch.tensor([True, False, True])[:, None, None], 1.0, -1.0)
+    (net(x, t, cond) - target).pow(2).mean().backward()  # needs the two levels apart
+    opt.step()
+    moved = float((_level_gap(net, extension).detach() - gap).norm())
+    return moved, 2 * config.lr * net.hidden_size ** 0.5, net
+
+
+@pytest.mark.parametrize("extension", ["condition", "continuous", "modality"])
+def test_extensions_learn_at_the_fine_tuning_rate(extension):
+    """One AdamW step at lr 1e-4 separates the new level from the old by more than a bare
+    table row can move at that rate: Adam moves each parameter by at most ~lr per step, so two
+    rows of a table part by at most 2 lr sqrt(H) per step. The extension's own parameter group
+    is what makes the difference: without it (scale 1) a new table stays within that bound."""
+    moved, bound, net = _one_step_gap(extension, TrainConfig(lr=1e-4))
+    assert moved > 2 * bound, (moved, bound)
+    name = {"condition": "diagnosis", "continuous": "score", "modality": "modality"}[extension]
+    assert {id(p) for p in net.extension_parameters()} == {
+        id(p) for p in net.c_embedders[name].parameters()}
+    if extension == "condition":
+        slow, bound, _ = _one_step_gap(extension, TrainConfig(lr=1e-4, extension_lr_scale=1.0))
+        assert slow < 1.01 * bound, (slow, bound)
+
+
+def test_a_model_without_extensions_trains_at_one_rate():
+    net = build_model(TEST_ARCH, CONDITIONS)
+    groups = make_optimizer(net, TrainConfig(lr=1e-3)).param_groups
+    assert net.extension_parameters() == [] and len(groups) == 1
+    assert sum(p.numel() for p in groups[0]["params"]) == sum(p.numel() for p in net.parameters())
+
+
+def test_condition_embeddings_start_at_unit_scale():
+    """A fresh model's levels are apart by about one unit per dimension (not DiT's 0.02), so
+    from the first step they weigh on the conditioning vector like the timestep embedding,
+    whose trained norm is several units per dimension (benchmarks/bench_conditioning.py)."""
+    torch.manual_seed(0)
+    net = build_model(TEST_ARCH, CONDITIONS)
+    with torch.no_grad():
+        sex = net.c_embedders["sex"](torch.tensor([0, 1, 2]))
+        age = net.c_embedders["age"](torch.tensor([-1.0, 1.0, float("nan")]))
+    per_dim = net.hidden_size ** 0.5
+    for rows in (sex, age):
+        gaps = [float((rows[i] - rows[j]).norm()) / per_dim for i, j in ((0, 1), (0, 2))]
+        assert all(0.3 < g < 5.0 for g in gaps), gaps
 
 
 @pytest.mark.parametrize("name", ["tiny", "small"])

@@ -362,7 +362,8 @@ def model_card(config: Mapping[str, Any]) -> str:
         f"of {mask['n_voxels']} voxels (sha256 `{mask['sha256'][:16]}...`, templates: "
         f"{mask['template_source']})",
         f"- Diffusion: DDPM, {config['diffusion']['num_train_timesteps']} steps, "
-        f"{config['diffusion']['schedule']} betas, epsilon prediction; sample with DDIM",
+        f"{config['diffusion']['schedule']} betas, "
+        f"{config['diffusion'].get('prediction_type', 'epsilon')} prediction; sample with DDIM",
         "",
         "## Conditions",
     ]

@@ -22,6 +22,9 @@ from torch import nn
 from .dit import GenBrainDiT
 
 SCHEDULES = {"linear": "linear_beta", "scaled_linear": "scaled_linear_beta"}
+PREDICTIONS = ("epsilon", "v_prediction", "sample")
+"""What the network predicts (MONAI's ``prediction_type``): the noise (DDPM, the paper), the
+velocity ``sqrt(a) eps - sqrt(1 - a) x0`` or the clean image."""
 
 
 @dataclass(frozen=True)
@@ -36,32 +39,41 @@ class DiffusionConfig:
         Beta schedule.
     beta_start, beta_end : float
         Schedule end points.
+    prediction_type : {"epsilon", "v_prediction", "sample"}
+        Training target and what the sampler reads the network's output as. The loss is the
+        MSE of that target, so ``epsilon`` weights errors of the clean-image estimate by the
+        signal-to-noise ratio ``a / (1 - a)`` (little at high noise), ``v_prediction`` by
+        ``1 / (1 - a)`` and ``sample`` by 1.
     """
 
     num_train_timesteps: int = 1000
     schedule: str = "linear"
     beta_start: float = 1e-4
     beta_end: float = 2e-2
+    prediction_type: str = "epsilon"
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {sorted(SCHEDULES)}, got {self.schedule!r}")
+        if self.prediction_type not in PREDICTIONS:
+            raise ValueError(f"prediction_type must be one of {PREDICTIONS}, got "
+                             f"{self.prediction_type!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         return asdict(self)
 
     def ddpm(self) -> DDPMScheduler:
-        """MONAI DDPM scheduler (epsilon prediction) for training."""
+        """MONAI DDPM scheduler for training."""
         return DDPMScheduler(self.num_train_timesteps, schedule=SCHEDULES[self.schedule],
                              beta_start=self.beta_start, beta_end=self.beta_end,
-                             prediction_type="epsilon")
+                             prediction_type=self.prediction_type)
 
     def ddim(self, steps: int) -> DDIMScheduler:
         """MONAI DDIM scheduler set to ``steps`` inference steps, clipping x0 to [-1, 1]."""
         sched = DDIMScheduler(self.num_train_timesteps, schedule=SCHEDULES[self.schedule],
                               beta_start=self.beta_start, beta_end=self.beta_end,
-                              clip_sample=True, prediction_type="epsilon")
+                              clip_sample=True, prediction_type=self.prediction_type)
         sched.set_timesteps(steps)
         return sched
 
@@ -122,7 +134,7 @@ def training_loss(
     draws: TrainingDraws,
     image_cond: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """DDPM epsilon-prediction MSE.
+    """DDPM loss: MSE of the scheduler's prediction target (noise, velocity or clean image).
 
     Parameters
     ----------
@@ -146,10 +158,17 @@ def training_loss(
     device = x0.device
     noise = draws.noise.to(device)
     t = draws.timesteps.to(device)
-    x_t = scheduler.add_noise(to_model_space(x0), noise, t)
+    clean = to_model_space(x0)
+    x_t = scheduler.add_noise(clean, noise, t)
+    if scheduler.prediction_type == "v_prediction":
+        target = scheduler.get_velocity(clean, noise, t)
+    elif scheduler.prediction_type == "sample":
+        target = clean
+    else:
+        target = noise
     inp = _with_image_cond(x_t, image_cond)
-    eps = model(inp, t, cond, {k: v.to(device) for k, v in draws.drop.items()})
-    return nn.functional.mse_loss(eps[:, 0].float(), noise)
+    out = model(inp, t, cond, {k: v.to(device) for k, v in draws.drop.items()})
+    return nn.functional.mse_loss(out[:, 0].float(), target.float())
 
 
 def _with_image_cond(x: torch.Tensor, image_cond: torch.Tensor | None) -> torch.Tensor:
@@ -220,10 +239,10 @@ def ddim_sample(
         tt = torch.full((x.shape[0],), int(t), device=device, dtype=torch.long)
         inp = _with_image_cond(x, image_cond)
         if cfg_scale == 1.0:
-            eps = model(inp, tt, cond)
+            out = model(inp, tt, cond)
         else:
-            eps = model.forward_with_cfg(inp, tt, cond, cfg_scale)
-        x, _ = sched.step(eps[:, 0], int(t), x)
+            out = model.forward_with_cfg(inp, tt, cond, cfg_scale)
+        x, _ = sched.step(out[:, 0], int(t), x)
         if on_step is not None:
             on_step()
     return from_model_space(x).cpu()

@@ -7,8 +7,18 @@ convolution with kernel = stride = ``patch_size`` (the paper's patch embedding).
 sin-cos embedding of each token's centroid gives position. DiT blocks with adaLN-Zero are
 conditioned on the sum of the timestep embedding and one embedding per condition; a final layer
 maps tokens back to voxels (epsilon prediction). Modulation and output layers start at zero, so
-a fresh model predicts zero, and every fine-tuning extension (a new condition, a new level such
-as a modality, new input channels) starts at zero and keeps the model's function.
+a fresh model predicts zero.
+
+Condition embeddings start at unit scale (table rows with std 1, an MLP with unit-scale hidden
+units and a Xavier read-out), so they weigh on the conditioning vector like the timestep
+embedding from the first step (DiT's std 0.02 table left a diagnosis 1-5 % of it, and the model
+ignored it; docs/model.md). Every fine-tuning extension keeps the model's function at step 0 and
+learns at the fine-tuning learning rate: a new categorical condition is a zero table, a new
+continuous one has a zero read-out and null, a new level (a modality) copies an existing row,
+new input channels get zero patch-embedding weights. The embedders of new conditions and levels
+are listed by :meth:`GenBrainDiT.extension_parameters`; training gives them their own learning
+rate (``TrainConfig.extension_lr_scale``), because a table row is a parameter of fan-in 1 that
+Adam moves by about one learning rate per step.
 
 Named configurations live in :mod:`bids_genbrain.model.presets`.
 
@@ -71,7 +81,12 @@ class TimestepEmbedder(nn.Module):
 
 
 class LabelEmbedder(nn.Module):
-    """Embeds categorical levels; row ``num_classes`` is the null (dropped/missing) embedding."""
+    """Embeds categorical levels (DiT's table); row ``num_classes`` is the null embedding.
+
+    Rows start at unit scale (normal, std 1; DiT: 0.02), so from the first step a level moves
+    the conditioning vector about as much as the trained timestep embedding does (a few units
+    per dimension) and the adaLN layers learn to read it.
+    """
 
     def __init__(self, num_classes: int, hidden_size: int) -> None:
         super().__init__()
@@ -86,7 +101,12 @@ class LabelEmbedder(nn.Module):
 
 
 class ContinuousEmbedder(nn.Module):
-    """Embeds a standardised scalar (age, a score) by an MLP; NaN/dropped -> a learned null."""
+    """Embeds a standardised scalar (age, a score) by an MLP; NaN/dropped -> a learned null.
+
+    A new model's hidden units and read-out are unit scale (its embeddings are on the timestep
+    embedding's scale); a condition added to a trained model has a zero read-out and null, so
+    its embedding is zero while the read-out's gradient is not.
+    """
 
     def __init__(self, hidden_size: int) -> None:
         super().__init__()
@@ -201,6 +221,7 @@ class GenBrainDiT(nn.Module):
                                     stride=self.patch_size)
         self.t_embedder = TimestepEmbedder(hidden_size)
         self.c_embedders = nn.ModuleDict({c.name: self._make_embedder(c) for c in self.conditions})
+        self._extended: set[str] = set()  # embedders added by fine-tuning extensions
         self.blocks = nn.ModuleList(
             [DiTBlock(hidden_size, num_heads, mlp_ratio) for _ in range(depth)]
         )
@@ -370,9 +391,20 @@ class GenBrainDiT(nn.Module):
         cond_eps, uncond_eps = out[:n], out[n:]
         return uncond_eps + cfg_scale * (cond_eps - uncond_eps)
 
+    def extension_parameters(self) -> list[nn.Parameter]:
+        """Parameters of the embedders that :meth:`add_condition` and :meth:`add_levels`
+        created on this instance (a fine-tuning run gives them their own learning rate,
+        :func:`bids_genbrain.model.train.make_optimizer`)."""
+        return [p for name in sorted(self._extended) if name in self.c_embedders
+                for p in self.c_embedders[name].parameters()]
+
     # ----------------------------------------------------------------- fine-tuning extensions
     def add_condition(self, spec: ConditionSpec) -> None:
         """Add a conditioning variable whose embedding starts at zero (function unchanged).
+
+        A categorical embedder starts as a zero table, a continuous one with unit-scale hidden
+        units, a zero read-out and a zero null: the output is zero at step 0 and the gradient
+        is not. Its parameters are :meth:`extension_parameters`.
 
         Parameters
         ----------
@@ -382,14 +414,9 @@ class GenBrainDiT(nn.Module):
         if spec.name in self.c_embedders:
             raise ValueError(f"condition {spec.name!r} already exists")
         emb = self._make_embedder(spec).to(self.pos_embed.device)
-        if isinstance(emb, ContinuousEmbedder):  # random hidden layer, zero output and null
-            _init_embedder(emb)
-            nn.init.zeros_(emb.mlp[2].weight)
-            nn.init.zeros_(emb.mlp[2].bias)
-            nn.init.zeros_(emb.null)
-        else:
-            nn.init.zeros_(emb.embedding_table.weight)
+        _init_embedder(emb, zero=True)
         self.c_embedders[spec.name] = emb
+        self._extended.add(spec.name)
         self.conditions.append(ConditionSpec.from_dict(spec.to_dict()))
 
     def add_levels(self, name: str, levels: Sequence[str], init_from: str | None = None) -> None:
@@ -418,6 +445,7 @@ class GenBrainDiT(nn.Module):
         emb = LabelEmbedder(len(spec.levels) + len(levels), self.hidden_size).to(table.device)
         emb.embedding_table.weight.data.copy_(torch.cat([table[:-1], new_rows, table[-1:]]))
         self.c_embedders[name] = emb
+        self._extended.add(name)
         spec.levels = spec.levels + [str(v) for v in levels]
 
     def add_input_channels(self, n: int) -> None:
@@ -441,14 +469,26 @@ class GenBrainDiT(nn.Module):
         self.in_channels += n
 
 
-def _init_embedder(emb: nn.Module) -> None:
+def _init_embedder(emb: nn.Module, *, zero: bool = False) -> None:
+    """Unit-scale embedders; ``zero`` for a condition added to a trained model.
+
+    Categorical: table rows normal with std 1 (``zero``: all rows zero). Continuous: first
+    layer weights and biases normal with std 1 (one standard deviation of the value moves the
+    hidden units by about one), read-out Xavier uniform and null normal with std 1 (``zero``:
+    read-out and null zero, so the output is zero while the read-out's gradient is not).
+    """
     if isinstance(emb, LabelEmbedder):
-        nn.init.normal_(emb.embedding_table.weight, std=0.02)
-    else:  # a unit-scale first layer: with two small layers the condition would learn slowly
-        nn.init.xavier_uniform_(emb.mlp[0].weight)
-        nn.init.normal_(emb.mlp[0].bias, std=1.0)
-        nn.init.normal_(emb.mlp[2].weight, std=0.02)
-        nn.init.normal_(emb.null, std=0.02)
+        nn.init.normal_(emb.embedding_table.weight, std=0.0 if zero else 1.0)
+        return
+    nn.init.normal_(emb.mlp[0].weight, std=1.0)
+    nn.init.normal_(emb.mlp[0].bias, std=1.0)
+    if zero:
+        nn.init.zeros_(emb.mlp[2].weight)
+        nn.init.zeros_(emb.null)
+    else:
+        nn.init.xavier_uniform_(emb.mlp[2].weight)
+        nn.init.normal_(emb.null, std=1.0)
+    nn.init.zeros_(emb.mlp[2].bias)
 
 
 #################################################################################

@@ -50,6 +50,7 @@ from .checkpoint import (
 )
 from .conditions import ConditionSpec, encode_table
 from .diffusion import DiffusionConfig, draw_training, training_loss
+from .dit import GenBrainDiT
 from .presets import ModelConfig
 
 STATE_DIR = "training_state"
@@ -68,6 +69,14 @@ class TrainConfig:
         Images per process per step.
     lr : float
         AdamW learning rate (paper: 1e-4).
+    extension_lr_scale : float
+        The embedders that fine-tuning added (a new condition, a table with new levels:
+        :meth:`~bids_genbrain.model.dit.GenBrainDiT.extension_parameters`) learn at
+        ``lr * extension_lr_scale``; a model without extensions is unaffected. They start at
+        zero (the model's function is kept) and a zero table row is a parameter of fan-in 1
+        that Adam moves by about one learning rate per step, so at the fine-tuning rate a new
+        condition would stay ~100x smaller than the timestep embedding for thousands of steps
+        (docs/model.md).
     weight_decay : float
         AdamW weight decay.
     ema_decay : float
@@ -87,6 +96,7 @@ class TrainConfig:
     steps: int = 1000
     batch_size: int = 8
     lr: float = 1e-4
+    extension_lr_scale: float = 10.0
     weight_decay: float = 0.0
     ema_decay: float = 0.9999
     grad_clip: float = 1.0
@@ -98,6 +108,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1 or self.checkpoint_every < 1:
             raise ValueError("steps, batch_size and checkpoint_every must be >= 1")
+        if not (self.lr > 0 and self.extension_lr_scale > 0):
+            raise ValueError("lr and extension_lr_scale must be positive")
 
 
 @dataclass
@@ -207,7 +219,9 @@ def _run_identity(bundle: GenBrain, store: CohortStore, config: TrainConfig,
             "rows_sha256": hashlib.sha256(targets.tobytes()).hexdigest(),
             "conditions": [c.to_dict() for c in bundle.model.conditions],
             "data_sha256": store.meta["data_sha256"], "seed": config.seed,
-            "global_batch": config.batch_size * world, "lr": config.lr}
+            "global_batch": config.batch_size * world, "lr": config.lr,
+            **({"extension_lr_scale": config.extension_lr_scale}
+               if bundle.model.extension_parameters() else {})}
 
 
 def _save_state(out: Path, model: torch.nn.Module, ema: torch.nn.Module,
@@ -294,6 +308,18 @@ def _read_loss_log(out: Path, upto: int) -> list[dict[str, float]]:
     return table[table["step"] <= upto].to_dict("records")
 
 
+def make_optimizer(model: GenBrainDiT, config: TrainConfig) -> torch.optim.AdamW:
+    """AdamW at ``lr``; the fine-tuning extensions' embedders, if any, in a second parameter
+    group at ``lr * extension_lr_scale`` (see :class:`TrainConfig`)."""
+    extension = {id(p) for p in model.extension_parameters()}
+    groups = [{"params": [p for p in model.parameters() if id(p) not in extension],
+               "lr": config.lr}]
+    if extension:
+        groups.append({"params": [p for p in model.parameters() if id(p) in extension],
+                       "lr": config.lr * config.extension_lr_scale})
+    return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
+
+
 ImageConditionFn = Callable[[np.ndarray, torch.Generator], torch.Tensor]
 """``(rows, generator) -> (len(rows), C, n_voxels)`` image conditions in [0, 1] for target rows."""
 
@@ -349,7 +375,7 @@ def train(bundle: GenBrain, store: CohortStore, out: Path | str, config: TrainCo
     targets = np.arange(len(store)) if rows is None else np.asarray(rows, dtype=np.int64)
     model.to(device).train()
     ema = copy.deepcopy(model).eval().requires_grad_(False)
-    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    opt = make_optimizer(model, config)
     identity = _run_identity(bundle, store, config, env.world, targets)
     start = 0
     state_dir = _state_dir(out) if resume else None
@@ -468,7 +494,8 @@ def extend_for(bundle: GenBrain, conditions: Sequence[ConditionSpec],
 
     New conditions get zero-initialised embedders; new levels of categorical conditions (a new
     modality, a new diagnosis) start from ``init_modality``'s embedding for ``modality`` and
-    from the null embedding otherwise. Continuous conditions keep the checkpoint's
+    from the null embedding otherwise. Training gives these embedders their own learning rate
+    (``TrainConfig.extension_lr_scale``). Continuous conditions keep the checkpoint's
     standardisation.
 
     Parameters

@@ -48,10 +48,12 @@ column.
 
 from __future__ import annotations
 
+import json
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -379,6 +381,68 @@ class TypedCovariates:
         return pd.DataFrame(rows, columns=["participant_id", "column", "written", "used", "flag"])
 
 
+FLAG_LEVELS = {
+    CENSORED: "top- or bottom-coded as written (e.g. 89+, <18): the value is the bound",
+    RANGE: "a range as written (e.g. 26-30): the value is the midpoint",
+}
+"""Meaning of each ``<column>_flag`` value (sidecars, docs)."""
+
+
+def write_covariates_table(typed: TypedCovariates, path: Path | str,
+                           participant_ids: Iterable[str] | None = None) -> Path:
+    """Write the typed covariates as a BIDS-style TSV with a JSON sidecar, atomically.
+
+    Parameters
+    ----------
+    typed : TypedCovariates
+    path : path-like
+        The ``.tsv``; the sidecar is the same name with ``.json``.
+    participant_ids : iterable of str, optional
+        ``sub-<label>`` ids to keep (e.g. the cohort's), in file order; all when None.
+
+    Returns
+    -------
+    pathlib.Path
+        The TSV: ``participant_id``, each typed column (``n/a`` when missing), and for a
+        column with values that were not plain numbers ``<column>_flag`` (when any value is
+        censored or a range) and ``<column>_written`` (the value as in participants.tsv).
+        The sidecar describes every column: participants.json's entry, the unit, what was
+        typed from what and how, and the flag levels (:data:`FLAG_LEVELS`).
+    """
+    from .utils import atomic_write_text
+
+    table = typed.table
+    if participant_ids is not None:
+        table = table[table["participant_id"].isin(set(participant_ids))]
+    out = pd.DataFrame({"participant_id": table["participant_id"]})
+    sidecar: dict[str, Any] = {}
+    meta = typed.table.attrs.get("columns", {})
+    for name, typing in typed.columns.items():
+        out[name] = table[name].astype(object).where(table[name].notna(), "n/a")
+        entry = {k: v for k, v in (meta.get(name) or {}).items() if k != "Annotations"}
+        if typing.kind == "continuous" and typing.unit:
+            entry["Units"] = typing.unit
+        entry["Typing"] = {"Kind": typing.kind, "TypedFrom": typing.source,
+                           "WhatWasDone": typing.describe() or "nothing: every value was plain",
+                           "Rules": "bids_genbrain.covariates (docs/usage.md)"}
+        sidecar[name] = entry
+        if f"{name}_flag" in table.columns:
+            out[f"{name}_flag"] = table[f"{name}_flag"].where(table[f"{name}_flag"].notna(),
+                                                               "n/a")
+            sidecar[f"{name}_flag"] = {
+                "Description": f"why {name} is not exactly as written (n/a: it is)",
+                "Levels": dict(FLAG_LEVELS)}
+        if typing.notes:
+            raw = typed.table.attrs["raw"][name]
+            out[f"{name}_written"] = [raw[label] for label in table.index]
+            sidecar[f"{name}_written"] = {"Description": f"{name} as written in "
+                                                         f"{Path(typed.source).name}"}
+    path = Path(path)
+    atomic_write_text(path.with_suffix(".json"), json.dumps(sidecar, indent=2) + "\n")
+    atomic_write_text(path, out.to_csv(sep="\t", index=False, lineterminator="\n"))
+    return path
+
+
 def _meta(table: ParticipantsTable, column: str) -> dict[str, Any]:
     meta = table.sidecar.get(column)
     return meta if isinstance(meta, dict) else {}
@@ -694,5 +758,6 @@ def display_table(table: ParticipantsTable) -> pd.DataFrame:
     return out
 
 
-__all__ = ["CENSORED", "MISSING", "RANGE", "ColumnTyping", "Reading", "TypedCovariates",
-           "display_table", "is_missing", "read_number", "type_column", "type_covariates"]
+__all__ = ["CENSORED", "FLAG_LEVELS", "MISSING", "RANGE", "ColumnTyping", "Reading",
+           "TypedCovariates", "display_table", "is_missing", "read_number", "type_column",
+           "type_covariates", "write_covariates_table"]

@@ -12,7 +12,8 @@ from _model_factory import RES, write_cohort
 
 from bids_genbrain.bids import read_participants_table
 from bids_genbrain.cohort import build_cohort
-from bids_genbrain.covariates import display_table, read_number, type_covariates
+from bids_genbrain.covariates import (display_table, read_number, type_covariates,
+                                     write_covariates_table)
 from bids_genbrain.errors import InputError
 
 
@@ -175,3 +176,27 @@ def test_cohort_table_carries_the_flags(tmp_path):
     assert store.table["age_flag"].fillna("").tolist() == ["", "range", "censored"]
     on_disk = pd.read_csv(store.path / "table.tsv", sep="\t")
     assert on_disk["age_flag"].fillna("").tolist() == ["", "range", "censored"]
+
+
+def test_covariates_table_keeps_what_was_written(tmp_path):
+    """group/covariates.tsv: typed values, flags and the written value, described in JSON."""
+    (tmp_path / "participants.tsv").write_text(
+        "participant_id\tage\tsex\tgroup\nsub-01\t89+\tM\tAD\nsub-02\t26-30\tF\tCN\n"
+        "sub-03\t40\tF\tCN\nsub-04\tn/a\tM\tAD\n")
+    (tmp_path / "participants.json").write_text(json.dumps(
+        {"age": {"Description": "age at scan"}}))
+    typed = type_covariates(read_participants_table(tmp_path), ["age", "sex", "group"])
+    path = write_covariates_table(typed, tmp_path / "group" / "covariates.tsv",
+                                  ["sub-01", "sub-02", "sub-04"])
+    table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+    assert table.columns.tolist() == ["participant_id", "age", "age_flag", "age_written", "sex",
+                                      "group"]
+    assert table["participant_id"].tolist() == ["sub-01", "sub-02", "sub-04"]
+    assert [float(v) if v != "n/a" else v for v in table["age"]] == [89.0, 28.0, "n/a"]
+    assert table["age_flag"].tolist() == ["censored", "range", "n/a"]
+    assert table["age_written"].tolist() == ["89+", "26-30", "n/a"]
+    sidecar = json.loads(path.with_suffix(".json").read_text())
+    assert set(sidecar) == set(table.columns) - {"participant_id"}
+    assert sidecar["age"]["Description"] == "age at scan" and sidecar["age"]["Units"] == "years"
+    assert "1 top-coded ('89+')" in sidecar["age"]["Typing"]["WhatWasDone"]
+    assert set(sidecar["age_flag"]["Levels"]) == {"censored", "range"}

@@ -82,6 +82,12 @@ def test_group_level_end_to_end(site, tmp_path):
     assert first["age_flag"].fillna("").tolist() == ["censored", "range", "", ""]
     assert "Covariates" in report and "1 top-coded (" in report and "89+" in report
     assert "flagged censored" in report and "1 range(s) (" in report and "66-70" in report
+    # ... and in the outputs: the cohort's typed covariates beside what was written
+    typed = pd.read_csv(out / "group" / "covariates.tsv", sep="\t", keep_default_na=False)
+    assert len(typed) == N and "sub-emptyroom" not in set(typed["participant_id"])
+    assert typed["age_written"].tolist()[:2] == ["89+", "66-70"]
+    assert typed["age_flag"].tolist()[:3] == ["censored", "range", "n/a"]
+    assert json.loads((out / "group" / "covariates.json").read_text())["age"]["Units"] == "years"
 
 
 @pytest.mark.parametrize("extra, fragments", [

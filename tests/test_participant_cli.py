@@ -77,7 +77,8 @@ def test_participant_level_preprocesses_simulated_dataset(sim_small, tmp_path):
 def test_multisession_dataset_with_a_broken_participant(tmp_path):
     """Two subjects with two sessions each, and a third whose T1w is a truncated file: the
     sessions are processed separately into ses- folders, each close to its own truth; the
-    broken participant fails alone (exit 1, named on stderr and in the summary)."""
+    broken participant fails alone (exit 1, named on stderr and in the summary); participants
+    without anatomy are skipped, and ages written as 89+ or 26-30 stop nothing."""
     import shutil
 
     from bids_genbrain.simulate import SimulationConfig, simulate_dataset
@@ -87,6 +88,15 @@ def test_multisession_dataset_with_a_broken_participant(tmp_path):
     broken = sim.root / "sub-03" / "ses-2" / "anat" / "sub-03_ses-2_T1w.nii.gz"
     broken.write_bytes(broken.read_bytes()[:2000])  # a download cut short
     shutil.rmtree(sim.root / "sub-03" / "ses-1")
+    # as public datasets are: ages top-coded and binned, an MNE-BIDS empty-room recording
+    # and a participant with only func/ (skipped, not failed)
+    from test_public_layouts import add_without_anatomy
+
+    tsv = pd.read_csv(sim.root / "participants.tsv", sep="\t", dtype=str, keep_default_na=False)
+    tsv.loc[tsv["participant_id"] == "sub-01", "age"] = "89+"
+    tsv.loc[tsv["participant_id"] == "sub-02", "age"] = "26-30"
+    tsv.to_csv(sim.root / "participants.tsv", sep="\t", index=False)
+    add_without_anatomy(sim.root)
     before = tree_digest(sim.root)
     out = tmp_path / "out"
     proc = run_app(sim.root, out, "participant", "--sloppy", "--resolution", "4", "--nprocs",
@@ -97,6 +107,9 @@ def test_multisession_dataset_with_a_broken_participant(tmp_path):
     summary = pd.read_csv(out / "participant_summary.tsv", sep="\t").set_index("participant_id")
     assert summary.loc["sub-03", "status"] == "failed"
     assert (summary.loc[["sub-01", "sub-02"], "status"] == "ok").all()
+    assert (summary.loc[["sub-05", "sub-emptyroom"], "status"] == "skipped").all()
+    assert "2 of 3 participant(s) finished, 2 skipped (no anatomical image)" in proc.stdout
+    assert "89+ (read as 89 years, censored)" in (out / "sub-01.html").read_text()
 
     layout = BIDSLayout(out, validate=True, is_derivative=True)
     assert layout.get_sessions(subject="01") == ["1", "2"]

@@ -12,7 +12,7 @@ import pandas as pd
 from ..bids import read_participants_table
 from ..cohort import CohortStore
 from ..config import Config
-from ..covariates import TypedCovariates, type_covariates
+from ..covariates import TypedCovariates, type_covariates, write_covariates_table
 from ..errors import InputError
 from ..runlog import RunLog
 
@@ -53,6 +53,11 @@ class GroupPaths:
         return cls(group=group, model=group / "model", bwas=group / "bwas",
                    synthetic=config.output_dir / "synthetic", work=config.work_dir / "group",
                    report=config.output_dir / "group.html")
+
+    @property
+    def covariates(self) -> Path:
+        """``OUTPUT_DIR/group/covariates.tsv`` (+ ``.json``): the cohort's typed covariates."""
+        return self.group / "covariates.tsv"
 
 
 @dataclass(frozen=True)
@@ -249,6 +254,8 @@ def load_site_cohort(config: Config, paths: GroupPaths, log: RunLog) -> SiteCoho
                              participant_ids=keep)
     LOGGER.info("cohort: %d %s image(s) of %d participant(s)", len(store.table),
                 config.modality, store.table["participant_id"].nunique())
+    write_covariates_table(covariates, paths.covariates,
+                           store.table["participant_id"].drop_duplicates())
     site = store.table.copy()
     for column in modelled:
         if isinstance(participants[column].dtype, pd.CategoricalDtype):

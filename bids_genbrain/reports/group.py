@@ -50,7 +50,7 @@ def _covariates_section(covariates: TypedCovariates, store) -> Section:
     text = (f"Columns of {covariates.source} the group level models, typed by the rules in "
             "docs/usage.md. Censored values (such as 89+) are used as their bound and ranges "
             "(such as 26-30) as their midpoint; both are flagged in the cohort table "
-            "(<column>_flag)")
+            "(<column>_flag) and in group/covariates.tsv, beside the value as written")
     text += (f"; {len(flagged)} value(s) of the cohort are flagged:" if len(flagged)
              else "; no value of the cohort is flagged.")
     return Section("Covariates", text=text,

@@ -88,6 +88,9 @@ def test_group_level_end_to_end(site, tmp_path):
     assert typed["age_written"].tolist()[:2] == ["89+", "66-70"]
     assert typed["age_flag"].tolist()[:3] == ["censored", "range", "n/a"]
     assert json.loads((out / "group" / "covariates.json").read_text())["age"]["Units"] == "years"
+    (record,) = (out / "logs").glob("group-*.json")
+    typing = {c["column"]: c for c in json.loads(record.read_text())["covariates"]}
+    assert "1 top-coded ('89+')" in typing["age"]["what was done"]
 
 
 @pytest.mark.parametrize("extra, fragments", [

@@ -24,6 +24,7 @@ PARTICIPANTS = (
     "sub-03\t\"26,9\"\tM\tcontrol\tL\tn/a\n"
     "sub-04\t31 years\tother\tpatient\tambidextrous (self-report)\t80\n"
     "sub-05\t40\tF\tcontrol\tR\t75\n"
+    "sub-06\t52\tM\tcontrol\tR\t90\n"                  # withdrawn: no sub-06/ folder
     "sub-emptyroom\tn/a\tn/a\tn/a\tn/a\tn/a\n"
 )
 
@@ -61,16 +62,17 @@ def test_participant_level_skips_participants_without_anatomy(dataset, tmp_path)
     before = tree_digest(dataset)
     out = tmp_path / "out"
     proc = run_app(dataset, out, "participant", "--check-only", check_code=0)
-    assert "4 of 4 participant(s) finished, 2 skipped (no anatomical image)" in proc.stdout
-    assert "skipping 2 participant(s)" in proc.stderr and "Traceback" not in proc.stderr
+    assert "4 of 4 participant(s) finished, 3 skipped (no anatomical image)" in proc.stdout
+    assert "skipping 3 participant(s)" in proc.stderr and "Traceback" not in proc.stderr
     assert tree_digest(dataset) == before
     summary = pd.read_csv(out / "participant_summary.tsv", sep="\t").set_index("participant_id")
     assert summary["status"].to_dict() == {
         "sub-01": "ok", "sub-02": "ok", "sub-03": "ok", "sub-04": "ok",
-        "sub-05": "skipped", "sub-emptyroom": "skipped"}
+        "sub-05": "skipped", "sub-06": "skipped", "sub-emptyroom": "skipped"}
     assert summary.loc["sub-05", "reason"] == "no T1w, T2w or FLAIR image, func data only"
     assert summary.loc["sub-emptyroom", "reason"] == "no T1w, T2w or FLAIR image, meg data only"
-    assert (summary.loc[["sub-05", "sub-emptyroom"], "n_images"] == 0).all()
+    assert summary.loc["sub-06", "reason"] == "listed in participants.tsv, no sub-06/ folder"
+    assert (summary.loc[["sub-05", "sub-06", "sub-emptyroom"], "n_images"] == 0).all()
     assert not (out / "sub-05.html").exists() and not (out / "sub-emptyroom.html").exists()
     # recorded like any participant (parallel jobs' merged summaries keep the row)
     record = next((out / "sub-emptyroom" / "log").glob("*/summary.tsv"))

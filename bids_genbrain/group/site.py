@@ -229,6 +229,7 @@ def load_site_cohort(config: Config, paths: GroupPaths, log: RunLog) -> SiteCoho
 
     conditions = list(dict.fromkeys([*config.condition, config.contrast]))
     covariates = typed_covariates(config, conditions)
+    log.record["covariates"] = covariates.summary().to_dict("records")
     participants = covariates.table
     confounds = site_confounds(participants, config)
     modelled = list(dict.fromkeys([*conditions, *confounds]))

@@ -11,6 +11,7 @@ from bids import BIDSLayout
 
 from _bids_factory import tree_digest
 from test_cli_bids_app import run_app
+from test_public_layouts import add_without_anatomy
 
 from bids_genbrain.simulate import load_ground_truth
 from bids_genbrain.templates import brain_mask, mni_grid
@@ -90,8 +91,6 @@ def test_multisession_dataset_with_a_broken_participant(tmp_path):
     shutil.rmtree(sim.root / "sub-03" / "ses-1")
     # as public datasets are: ages top-coded and binned, an MNE-BIDS empty-room recording
     # and a participant with only func/ (skipped, not failed)
-    from test_public_layouts import add_without_anatomy
-
     tsv = pd.read_csv(sim.root / "participants.tsv", sep="\t", dtype=str, keep_default_na=False)
     tsv.loc[tsv["participant_id"] == "sub-01", "age"] = "89+"
     tsv.loc[tsv["participant_id"] == "sub-02", "age"] = "26-30"

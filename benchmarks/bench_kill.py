@@ -31,6 +31,7 @@ import argparse
 import json
 import random
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -183,6 +184,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--report", help="write bench_kill.tsv/.md here and stop")
     args = parser.parse_args()
+    # a job scheduler's SIGTERM (or timeout's) unwinds, so the run being watched is killed too
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     report(args) if args.report else run(args)
 
 

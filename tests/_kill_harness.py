@@ -96,23 +96,26 @@ def run_watched(command: Sequence[str], out: Path, work: Path, phases: Sequence[
         timeline = Timeline(seconds=0.0)
         kill_at = t0 + delay if kill_phase == "random" else None
         killed = False
-        while proc.poll() is None:
-            now = time.monotonic()
-            for phase in phases:
-                if phase not in timeline.starts and PHASES[phase](out, work):
-                    timeline.starts[phase] = now - t0
-                    if phase == kill_phase:
-                        kill_at = now + delay
-            if kill_at is not None and now >= kill_at:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-                killed = True
-                break
-            if now - t0 > timeout:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-                raise TimeoutError(f"{command[0]} ran over {timeout} s")
-            time.sleep(POLL_S)
+        try:
+            while proc.poll() is None:
+                now = time.monotonic()
+                for phase in phases:
+                    if phase not in timeline.starts and PHASES[phase](out, work):
+                        timeline.starts[phase] = now - t0
+                        if phase == kill_phase:
+                            kill_at = now + delay
+                if kill_at is not None and now >= kill_at:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+                    killed = True
+                    break
+                if now - t0 > timeout:
+                    raise TimeoutError(f"{command[0]} ran over {timeout} s")
+                time.sleep(POLL_S)
+        except BaseException:  # a timeout, or this process stopped: take the run with it
+            _reap_group(proc.pid)
+            proc.wait()
+            raise
         timeline.seconds = time.monotonic() - t0
     stderr = log.read_text(errors="replace")[-3000:]
     log.unlink()

@@ -179,7 +179,9 @@ def cmd_simulate(args: argparse.Namespace) -> None:
     else:
         simulate_store(root / "store", args.n, args.dtype, args.seed)
         name = "simulate"
-    _save(root, name, {"n": args.n, "dtype": args.dtype, "seconds": time.perf_counter() - t0})
+    sizes = ({"n_synthetic": args.n_synthetic, "n_training": args.n_training} if args.privacy
+             else {"n": args.n})
+    _save(root, name, {**sizes, "dtype": args.dtype, "seconds": time.perf_counter() - t0})
 
 
 def _data_file(store: Path) -> Path:
@@ -333,7 +335,7 @@ def cmd_report(args: argparse.Namespace) -> None:
             "measure": f"BWAS fit_glm, N={bwas['n']}, {bwas['n_voxels']} voxels, "
                        f"{bwas['dtype']}",
             "seconds": bwas["seconds"], "peak_rss_mb": bwas["peak_rss_mb"],
-            "note": f"{len(bwas['design'])} regressors, {bwas['n_jobs']} threads; planted d "
+            "note": f"{len(bwas['design'])} regressors, {bwas['n_jobs']} GLM thread(s); planted d "
                     f"{bwas['mean_d_planted']:.3f} vs mean abs d elsewhere "
                     f"{bwas['mean_abs_d_elsewhere']:.3f}"})
     if read:

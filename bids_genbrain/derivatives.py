@@ -99,6 +99,12 @@ KINDS: dict[str, Kind] = {
                   description="rigid coregistration to the reference contrast"),
     # group level
     "statmap": Kind("statmap", description="BWAS statistic (contrast-, desc-, stat- given)"),
+    # genbrain evaluate / augment
+    "metrics": Kind("metrics", mni=False, extension=".tsv",
+                    description="evaluation or augmentation table (desc- names it)"),
+    "atlas": Kind("dseg", description="atlas labels on the MNI grid (atlas- given)"),
+    "atlas_labels": Kind("dseg", mni=False, extension=".tsv",
+                         description="atlas label table: index, name, voxels (atlas- given)"),
 }
 """The naming table: kind -> suffix, fixed entities, space, extension."""
 

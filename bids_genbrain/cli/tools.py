@@ -19,7 +19,8 @@ PROG = "genbrain"
 app = typer.Typer(
     name=PROG,
     cls=GroupedGroup,
-    help="GenBrain tools: simulate BIDS cohorts, pretrain and sample the model, run a demo.",
+    help="GenBrain tools: simulate BIDS cohorts, pretrain and sample the model, augment "
+         "classifiers with synthetic images, run a demo.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -40,7 +41,8 @@ def _tools(
         "--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = None,
 ) -> None:
-    """GenBrain tools: simulate BIDS cohorts, pretrain and sample the model, run a demo."""
+    """GenBrain tools: simulate BIDS cohorts, pretrain and sample the model, augment
+    classifiers with synthetic images, run a demo."""
 
 
 from .fetch_templates import fetch_templates  # noqa: E402
@@ -58,6 +60,9 @@ app.command("simulate", cls=GroupedCommand)(simulate)
 from .demo import demo  # noqa: E402
 
 app.command("demo", cls=GroupedCommand)(demo)
+from .augment import augment  # noqa: E402
+
+app.command("augment", cls=GroupedCommand)(augment)
 
 
 def main(argv: list[str] | None = None) -> None:

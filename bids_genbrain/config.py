@@ -271,8 +271,15 @@ class Config:
         help="Samples averaged per synthetic image (paper: 5).")
     privacy_threshold: float = option(
         0.95, panel=GROUP, above=0.0, maximum=1.0, metavar="R",
-        help="Pearson r above which a synthetic image counts as a copy of a training image "
-             "and is excluded.")
+        help="Raw Pearson r above which the GenBrain paper's check calls a synthetic image a "
+             "copy (reported; the gate uses distance to the closest record and mean-removed "
+             "r, see docs/group.md).")
+    holdout: str = option(
+        "auto", panel=GROUP, metavar="auto|none|FRACTION",
+        help="Participants held out of training, to measure conditional fidelity and "
+             "memorization on people the model never saw: auto (20 %, stratified by the "
+             "contrast, when that holds out at least 10 per group), none, or a fraction in "
+             "(0, 0.5].")
     # run control
     stop_on_first_crash: bool = option(
         False, panel=RUN,
@@ -377,11 +384,25 @@ class Config:
                 f"--omp-nthreads ({self.omp_nthreads}) cannot exceed --nprocs ({self.nprocs})"
             )
         self.plugin_settings = _read_plugin_args(self.plugin_args)
+        self._check_holdout()
         if self.exclude_participants is not None:
             from .selection import read_exclusions
 
             read_exclusions(self.exclude_participants)  # a malformed file fails here
         return self
+
+    def _check_holdout(self) -> None:
+        """``--holdout`` is auto, none or a fraction in (0, 0.5]."""
+        self.holdout = str(self.holdout)
+        if self.holdout in ("auto", "none"):
+            return
+        try:
+            fraction = float(self.holdout)
+        except ValueError:
+            fraction = math.nan
+        if not 0 < fraction <= 0.5:
+            raise InputError(f"--holdout {self.holdout!r}: use auto, none or a fraction of the "
+                             "participants in (0, 0.5], e.g. 0.2")
 
     def _check_folders(self) -> None:
         """BIDS_DIR exists; OUTPUT_DIR and the work dir are folders that do not write into it."""

@@ -91,12 +91,58 @@ def test_group_level_end_to_end(site, tmp_path):
     (record,) = (out / "logs").glob("group-*.json")
     typing = {c["column"]: c for c in json.loads(record.read_text())["covariates"]}
     assert "1 top-coded ('89+')" in typing["age"]["what was done"]
+    assert_fidelity_and_gate(out, report)
+
+
+def assert_fidelity_and_gate(out: Path, report: str) -> None:
+    """Conditional fidelity, the copy gate and the df warning of a 30-step model on 24 people.
+
+    Nothing is held out at this size (--holdout auto), so fidelity is in-sample. 30 steps
+    learn no diagnosis effect: the synthetic map must be reported as not to be trusted.
+    """
+    bwas = out / "group" / "bwas"
+    fidelity = pd.read_csv(bwas / "fidelity.tsv", sep="\t")
+    assert fidelity["condition"].tolist() == ["age", "sex", "diagnosis"]
+    assert fidelity["contrast"].tolist()[1:] == ["sex: M - F", "diagnosis: CN - AD"]
+    assert (fidelity["real_cohort"] == "real participants (the training set: in-sample)").all()
+    assert np.isfinite(fidelity[["r_d", "cosine_t"]].to_numpy()).all()
+    assert set(fidelity["status"]) <= {"learned", "not learned"}
+    dx = fidelity.set_index("condition").loc["diagnosis"]
+    assert dx["status"] == "not learned" and dx["r_d"] < 0.3, dx.to_dict()
+    assert dx["n_real"] == N and dx["n_synthetic"] == 16
+    assert "Conditional fidelity" in report and "cosine" in report
+    assert "The synthetic BWAS map of diagnosis is not to be trusted" in report
+    for stat in ("d", "t"):
+        meta = json.loads((bwas / ("space-MNI152NLin6Asym_res-8_contrast-diagnosis_desc-"
+                                   f"synthetic_stat-{stat}_statmap.json")).read_text())
+        assert meta["Warning"].startswith("Do not trust this synthetic BWAS map")
+        assert meta["ConditionalFidelity"]["Effects"][0]["Status"] == "not learned"
+        assert "residual degrees of freedom" in meta["StabilityWarning"]  # 16 images, 12 df
+    real_meta = json.loads((bwas / ("space-MNI152NLin6Asym_res-8_contrast-diagnosis_desc-"
+                                    "real_stat-d_statmap.json")).read_text())
+    assert "Warning" not in real_meta and real_meta["DegreesOfFreedom"] == 19
+    assert "19 residual degrees of freedom (fewer than 20)" in real_meta["StabilityWarning"]
+    # N per group of both cohorts, and the df warning, in the report
+    assert "12 AD, 12 CN" in report and "8 AD, 8 CN" in report
+    assert "fewer than 20" in report
+    # the copy gate: new columns, a baseline of the other training participants, no copies
+    memo = pd.read_csv(bwas / "memorization.tsv", sep="\t")
+    for column in ("max_r", "raw_r_copy", "dcr", "dcr_training_id", "residual_r",
+                   "max_residual_r", "flagged"):
+        assert column in memo.columns, column
+    assert (memo["dcr"] > 0).all() and not memo["flagged"].any()
+    baseline = pd.read_csv(bwas / "memorization_baseline.tsv", sep="\t")
+    assert len(baseline) == N and set(baseline["source"]) == {"training (other participants)"}
+    assert (baseline["image_id"] != baseline["dcr_training_id"]).all()
+    split = pd.read_csv(out / "group" / "split.tsv", sep="\t")
+    assert len(split) == N and (split["split"] == "training").all()
 
 
 @pytest.mark.parametrize("extra, fragments", [
     (["--contrast", "handedness"], ["handedness"]),
     (["--contrast", "diagnosis", "--confound", "weight"], ["weight"]),
     (["--contrast", "diagnosis", "--modality", "T1w"], ["T1w"]),
+    (["--contrast", "diagnosis", "--holdout", "0.9"], ["--holdout", "(0, 0.5]"]),
 ])
 def test_group_bad_input_exits_2(site, tmp_path, extra, fragments):
     proc = subprocess.run(
@@ -128,9 +174,16 @@ def test_synthetic_conditions_from_tsv(site, tmp_path):
 
 
 def test_group_level_fine_tunes_a_checkpoint(site, tmp_path):
-    """--model: the site's checkpoint of a first run is fine-tuned (lr 1e-4, parent recorded)."""
+    """--model: the site's checkpoint of a first run is fine-tuned (lr 1e-4, parent recorded).
+
+    The first run holds half of the participants out (--holdout 0.5; a quarter, 3 per group,
+    leaves the held-out design age + sex + site + diagnosis rank-deficient here): they are
+    recorded, never reach training, and are what fidelity and the copy gate's baseline use.
+    """
     first = tmp_path / "first"
-    assert run_group(site, first).returncode == 0
+    proc = run_group(site, first, "--holdout", "0.5")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert_heldout_never_trained(first)
     parent = first / "group" / "model"
     out = tmp_path / "tuned"
     proc = run_group(site, out, "--model", str(parent))
@@ -166,3 +219,35 @@ def test_group_level_on_a_subset(site, tmp_path):
     bad.write_text("subject\tage\nsub-01\t3\n")
     proc = run_group(site, tmp_path / "out2", "--exclude-participants", str(bad))
     assert_one_line_error(proc, "needs a participant_id column")
+
+
+def assert_heldout_never_trained(out: Path) -> None:
+    split = pd.read_csv(out / "group" / "split.tsv", sep="\t")
+    heldout = split.loc[split["split"] == "held-out", "participant_id"].tolist()
+    assert len(heldout) == N // 2 and len(split) == N
+    meta = json.loads((out / "group" / "split.json").read_text())
+    assert meta["Rule"] == ("50% held out (--holdout 0.5), stratified by diagnosis: 6 of 12 AD, "
+                            "6 of 12 CN")
+    assert meta["TrainingImages"] == N // 2 and meta["HeldOutImages"] == N // 2
+    # the model saw the training participants only
+    provenance = json.loads((out / "group" / "model" / "config.json").read_text())["provenance"]
+    assert provenance["n_images"] == N // 2
+    bwas = out / "group" / "bwas"
+    memo = pd.read_csv(bwas / "memorization.tsv", sep="\t")
+    trained = set(split.loc[split["split"] == "training", "participant_id"])
+    for column in ("nearest_training_id", "dcr_training_id", "max_residual_training_id"):
+        assert set(memo[column]) <= trained, column
+    baseline = pd.read_csv(bwas / "memorization_baseline.tsv", sep="\t")
+    held = baseline[baseline["source"] == "held-out"]
+    assert sorted(held["image_id"]) == sorted(heldout)
+    assert set(baseline["dcr_training_id"]) <= trained
+    fidelity = pd.read_csv(bwas / "fidelity.tsv", sep="\t").set_index("condition")
+    assert (fidelity["real_cohort"] == "held-out real participants").all()
+    assert fidelity.loc["diagnosis", "n_real"] == N // 2
+    assert fidelity.loc["diagnosis", "status"] in ("learned", "not learned")
+    # the training participants' real map is the second reference, and the two real maps agree
+    # on the planted effect (a 12-participant map against another)
+    assert np.isfinite(fidelity.loc["diagnosis", "r_d_second"])
+    assert fidelity.loc["diagnosis", "r_d_real_split"] > 0.2
+    report = (out / "group.html").read_text()
+    assert "50% held out" in report and "held-out real participants" in report

@@ -70,3 +70,13 @@ def test_group_maps_against_planted_truth(tmp_path):
     # brain-like samples (a real image correlates ~0.9 with its site's mean), none a copy
     memo = pd.read_csv(bwas / "memorization.tsv", sep="\t")
     assert 0.6 < memo["max_r"].median() and not memo["flagged"].any(), memo["max_r"].describe()
+    # conditional fidelity of every condition, in-sample at N = 20 (--holdout auto holds
+    # nobody out), and the synthetic map's sidecar says what it says
+    fidelity = pd.read_csv(bwas / "fidelity.tsv", sep="\t").set_index("condition")
+    assert list(fidelity.index) == ["age", "sex", "diagnosis"], fidelity
+    assert np.isfinite(fidelity["r_d"]).all() and np.isfinite(fidelity["cosine_t"]).all()
+    meta = json.loads((bwas / ("space-MNI152NLin6Asym_res-4_contrast-diagnosis_desc-synthetic"
+                               "_stat-d_statmap.json")).read_text())
+    status = fidelity.loc["diagnosis", "status"]
+    assert meta["ConditionalFidelity"]["Effects"][0]["Status"] == status
+    assert ("Warning" in meta) == (status != "learned"), fidelity.loc["diagnosis"].to_dict()

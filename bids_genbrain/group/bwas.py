@@ -13,6 +13,7 @@ from ..errors import InputError
 from ..runlog import RunLog
 from ..stats.glm import Design, GLMResult
 from ..utils import atomic_write_text
+from .fidelity import Fidelity
 from .gate import PrivacyGate
 from .plan import GroupPlan, synthetic_design
 from .site import GroupPaths, SiteCohort
@@ -63,13 +64,18 @@ def contrast_label(text: str) -> str:
 
 
 def run_bwas(config: Config, site: SiteCohort, plan: GroupPlan, model: TrainedModel,
-             synthetic: SyntheticCohort, gate: PrivacyGate, paths: GroupPaths,
-             log: RunLog) -> BWASMaps:
+             synthetic: SyntheticCohort, gate: PrivacyGate, fidelity: Fidelity,
+             paths: GroupPaths, log: RunLog) -> BWASMaps:
     """Fit the contrast voxel-wise in both cohorts and write the t, p, d, q statmaps.
+
+    The synthetic maps' sidecars carry the contrast's conditional fidelity and, when the model
+    did not demonstrably learn the contrast, a ``Warning`` that the map is not to be trusted;
+    either map's sidecars carry a ``StabilityWarning`` when its design leaves too few residual
+    degrees of freedom (:func:`bids_genbrain.evaluate.fidelity.design_stability`).
 
     Parameters
     ----------
-    config, site, plan, model, synthetic, gate, paths
+    config, site, plan, model, synthetic, gate, fidelity, paths
     log : RunLog
         Times the ``bwas`` step.
 
@@ -77,6 +83,7 @@ def run_bwas(config: Config, site: SiteCohort, plan: GroupPlan, model: TrainedMo
     -------
     BWASMaps
     """
+    from ..evaluate.fidelity import design_stability
     from ..stats.glm import fit_glm, write_statmaps
 
     with log.step("bwas"):
@@ -89,15 +96,23 @@ def run_bwas(config: Config, site: SiteCohort, plan: GroupPlan, model: TrainedMo
         synth_fit = fit_glm(synthetic.store.data, design, rows=gate.kept, progress=True)
         common = {"Modality": config.modality, "ModelDirectory": "group/model",
                   "TrainedFromScratch": model.from_scratch}
-        mask = site.store.mask()
-        statmaps = {
-            "real": write_statmaps(real_fit, paths.bwas, desc="real", resolution=site.resolution,
-                                   mask=mask, metadata={**common, "Cohort": "real site sample"}),
-            "synthetic": write_statmaps(
-                synth_fit, paths.bwas, desc="synthetic", resolution=site.resolution, mask=mask,
-                metadata={**common, "Cohort": "synthetic (privacy-filtered)",
-                          "ExcludedCopies": gate.n_excluded}),
+        metadata = {
+            "real": {**common, "Cohort": "real site sample"},
+            "synthetic": {**common, "Cohort": "synthetic (privacy-filtered)",
+                          "ExcludedCopies": gate.n_excluded, **fidelity.sidecar()},
         }
+        fits = {"real": real_fit, "synthetic": synth_fit}
+        mask = site.store.mask()
+        statmaps = {}
+        for desc, fit in fits.items():
+            stability = design_stability(fit.design)
+            extra = {"NullSDOfD": stability.null_sd_d if stability.null_sd_d < float("inf")
+                     else None}
+            if not stability.stable:
+                extra["StabilityWarning"] = stability.message
+            statmaps[desc] = write_statmaps(fit, paths.bwas, desc=desc,
+                                            resolution=site.resolution, mask=mask,
+                                            metadata={**metadata[desc], **extra})
     return BWASMaps(real=real_fit, synthetic=synth_fit, synthetic_table=synth_table,
                     statmaps=statmaps)
 

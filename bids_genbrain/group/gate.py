@@ -1,7 +1,16 @@
-"""Stage 5 of the group level: the privacy gate (synthetic copies of training images)."""
+"""Stage 5 of the group level: the privacy gate (synthetic copies of training participants).
+
+The test is :func:`bids_genbrain.evaluate.privacy.check_memorization`: a synthetic image is a
+copy when it is much closer to one training participant, and much more like them after
+removing the training mean, than any real new person (the held-out participants, or each
+training participant against the others) is to theirs. The paper's raw-r check (r >
+``--privacy-threshold`` with any training image) is reported beside it, not used to exclude:
+the template mean alone passes it on GM maps.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 
@@ -9,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ..config import Config
+from ..evaluate.privacy import COPY_MARGIN, MIN_HELDOUT_BASELINE, MemorizationCheck
 from ..runlog import RunLog
 from ..utils import atomic_write_text
 from .plan import GroupPlan
@@ -17,6 +27,22 @@ from .synthesis import SyntheticCohort
 
 LOGGER = logging.getLogger(__name__)
 
+COLUMNS = {
+    "synthetic_id": "Synthetic participant (synthetic/participants.tsv)",
+    "nearest_training_id": "Training participant with the largest raw Pearson r",
+    "max_r": "Largest raw Pearson r with a training image (the GenBrain paper's check)",
+    "raw_r_copy": "max_r above --privacy-threshold (reported only: the training mean passes "
+                  "it on GM maps)",
+    "dcr": "Distance to the closest training record: RMS difference over the brain voxels "
+           "(store units, [0, 1] per modality)",
+    "dcr_training_id": "The closest training participant",
+    "residual_r": "Pearson r with the closest training image after removing the training mean",
+    "max_residual_r": "Largest mean-removed r with any training image",
+    "max_residual_training_id": "Its training participant",
+    "flagged": "Excluded as a copy: dcr below the dcr cut and residual_r above the residual "
+               "cut (see DCRCut, ResidualRCut)",
+}
+
 
 @dataclass(frozen=True)
 class PrivacyGate:
@@ -24,14 +50,20 @@ class PrivacyGate:
 
     Attributes
     ----------
-    memorization : pandas.DataFrame
-        One row per synthetic image (``group/bwas/memorization.tsv``), ``flagged`` = excluded.
+    check : MemorizationCheck
+        Per synthetic image and per baseline image, with the cuts.
     kept : ndarray of int
         Synthetic store rows that passed.
     """
 
-    memorization: pd.DataFrame
+    check: MemorizationCheck
     kept: np.ndarray
+
+    @property
+    def memorization(self) -> pd.DataFrame:
+        """One row per synthetic image (``group/bwas/memorization.tsv``); ``flagged`` =
+        excluded."""
+        return self.check.table
 
     @property
     def n_excluded(self) -> int:
@@ -46,7 +78,7 @@ def privacy_gate(config: Config, site: SiteCohort, plan: GroupPlan, synthetic: S
     Parameters
     ----------
     config : Config
-        ``privacy_threshold`` is the largest allowed Pearson r.
+        ``privacy_threshold`` is the paper's raw-r threshold (reported).
     site, plan, synthetic, paths
     log : RunLog
         Times the ``privacy`` step.
@@ -54,21 +86,39 @@ def privacy_gate(config: Config, site: SiteCohort, plan: GroupPlan, synthetic: S
     Returns
     -------
     PrivacyGate
-        Also written to ``group/bwas/memorization.tsv``.
+        Also written to ``group/bwas/memorization.tsv`` (+ ``.json``: columns, cuts, baseline)
+        and ``group/bwas/memorization_baseline.tsv``.
     """
-    from ..evaluate.privacy import memorization_table
+    from ..evaluate.privacy import check_memorization
 
+    ids = site.store.table["participant_id"].astype(str).to_numpy()
     with log.step("privacy"):
-        memo = memorization_table(
+        check = check_memorization(
             synthetic.store.data, site.store.data,
+            training_rows=plan.training_rows, training_ids=list(ids[plan.training_rows]),
             synthetic_ids=list(synthetic.store.table["participant_id"]),
-            training_ids=list(site.store.table["participant_id"]),
-            threshold=config.privacy_threshold)
+            heldout_rows=plan.heldout_rows, heldout_ids=list(ids[plan.heldout_rows]),
+            raw_threshold=config.privacy_threshold)
         paths.bwas.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(paths.bwas / "memorization.tsv",
-                          memo.to_csv(sep="\t", index=False, na_rep="n/a"))
-        kept = np.flatnonzero(~memo["flagged"].to_numpy())
-        if len(kept) < len(memo):
-            LOGGER.warning("privacy gate: %d synthetic image(s) excluded as copies (r > %g)",
-                           len(memo) - len(kept), config.privacy_threshold)
-    return PrivacyGate(memorization=memo, kept=kept)
+        memo = paths.bwas / "memorization.tsv"
+        atomic_write_text(memo, check.table.to_csv(sep="\t", index=False, na_rep="n/a"))
+        atomic_write_text(paths.bwas / "memorization_baseline.tsv",
+                          check.baseline.to_csv(sep="\t", index=False, na_rep="n/a"))
+        atomic_write_text(memo.with_suffix(".json"), json.dumps({
+            **{c: {"Description": d} for c, d in COLUMNS.items()},
+            "DCRCut": check.dcr_cut, "ResidualRCut": check.residual_r_cut,
+            "CopyMargin": COPY_MARGIN,
+            "Baseline": {"Table": "memorization_baseline.tsv",
+                         "Sources": sorted(set(check.baseline["source"])),
+                         "N": len(check.baseline),
+                         "Rule": ("held-out participants against the training images; the "
+                                  "training images against other participants' images join "
+                                  f"when fewer than {MIN_HELDOUT_BASELINE} images are held "
+                                  "out")},
+            "RawRThreshold": config.privacy_threshold,
+        }, indent=2) + "\n")
+        kept = np.flatnonzero(~check.flagged)
+        if len(kept) < len(check.table):
+            LOGGER.warning("privacy gate: %d synthetic image(s) excluded as copies of a "
+                           "training participant", len(check.table) - len(kept))
+    return PrivacyGate(check=check, kept=kept)

@@ -1,27 +1,31 @@
 """The group level as a chain of stages, each a function returning a small dataclass.
 
-    cohort -> plan -> train -> sample -> gate -> BWAS -> compare -> report
+    cohort -> plan -> train -> sample -> gate -> fidelity -> BWAS -> compare -> report
 
 1. :func:`~.site.load_site_cohort`: the site's MNI-space maps of ``--modality``
    (participant-level outputs in OUTPUT_DIR and any ``--derivatives``) into an on-disk store,
    with the conditions from participants.tsv (:class:`~.site.SiteCohort`);
 2. :func:`~.plan.plan_group_level`: the real and synthetic BWAS designs, built once and checked
-   before any training, and the synthetic cohort's conditions (``--n-synthetic`` balanced over
-   ``--contrast`` with the site's age/sex distribution, or ``--synthetic-conditions``)
-   (:class:`~.plan.GroupPlan`);
+   before any training, the held-out participants (``--holdout``), and the synthetic cohort's
+   conditions (``--n-synthetic`` balanced over ``--contrast`` with the site's age/sex
+   distribution, or ``--synthetic-conditions``) (:class:`~.plan.GroupPlan`);
 3. :func:`~.synthesis.train_site_model`: fine-tune ``--model`` (new condition embedders keep the
    pretrained function at step 0) or, without it, train a ``--preset`` model from scratch
-   (GenBrain-st), into ``OUTPUT_DIR/group/model`` (:class:`~.synthesis.TrainedModel`);
+   (GenBrain-st), on every participant but the held-out ones (``group/split.tsv``), into
+   ``OUTPUT_DIR/group/model`` (:class:`~.synthesis.TrainedModel`);
 4. :func:`~.synthesis.sample_synthetic_cohort`: the synthetic cohort in ``OUTPUT_DIR/synthetic``
    (its own derivatives dataset) (:class:`~.synthesis.SyntheticCohort`);
-5. :func:`~.gate.privacy_gate`: every synthetic image against every training image; copies are
-   excluded and reported (:class:`~.gate.PrivacyGate`);
-6. :func:`~.bwas.run_bwas`: voxel-wise GLM of the contrast with confounds, for the real and the
-   synthetic cohort (t, p, d, q statmaps in ``OUTPUT_DIR/group/bwas``)
-   (:class:`~.bwas.BWASMaps`);
-7. :func:`~.bwas.compare_with_reference`: both d maps against ``--reference-map``
+5. :func:`~.gate.privacy_gate`: every synthetic image against every training image (distance to
+   the closest record and mean-removed r, against real new people); copies are excluded and
+   reported (:class:`~.gate.PrivacyGate`);
+6. :func:`~.fidelity.measure_fidelity`: every condition's synthetic effect map against the real
+   one (held-out participants when there are any) (:class:`~.fidelity.Fidelity`);
+7. :func:`~.bwas.run_bwas`: voxel-wise GLM of the contrast with confounds, for the real and the
+   synthetic cohort (t, p, d, q statmaps in ``OUTPUT_DIR/group/bwas``, the synthetic ones
+   saying whether the contrast was learned) (:class:`~.bwas.BWASMaps`);
+8. :func:`~.bwas.compare_with_reference`: both d maps against ``--reference-map``
    (:class:`~.bwas.Comparison`);
-8. :func:`bids_genbrain.reports.group.write_group_report`: ``OUTPUT_DIR/group.html``.
+9. :func:`bids_genbrain.reports.group.write_group_report`: ``OUTPUT_DIR/group.html``.
 
 Every stage resumes: a rerun with the same options reuses the finished training state and
 synthetic images; the other stages are cheap and are recomputed.
@@ -36,6 +40,7 @@ from ..config import Config
 from ..errors import InputError
 from ..runlog import RunLog
 from .bwas import BWASMaps, Comparison, compare_with_reference, run_bwas
+from .fidelity import Fidelity, measure_fidelity
 from .gate import PrivacyGate, privacy_gate
 from .plan import GroupPlan, plan_group_level
 from .site import GroupPaths, SiteCohort, load_site_cohort
@@ -54,6 +59,7 @@ class GroupResult:
     model : TrainedModel
     synthetic : SyntheticCohort
     gate : PrivacyGate
+    fidelity : Fidelity
     bwas : BWASMaps
     comparison : Comparison or None
     report : pathlib.Path
@@ -65,6 +71,7 @@ class GroupResult:
     model: TrainedModel
     synthetic: SyntheticCohort
     gate: PrivacyGate
+    fidelity: Fidelity
     bwas: BWASMaps
     comparison: Comparison | None
     report: Path
@@ -103,9 +110,12 @@ def run_group_level(config: Config, log: RunLog) -> GroupResult:
     model = train_site_model(config, site, plan, paths, log)
     synthetic = sample_synthetic_cohort(config, site, plan, model, paths, log)
     gate = privacy_gate(config, site, plan, synthetic, paths, log)
-    bwas = run_bwas(config, site, plan, model, synthetic, gate, paths, log)
+    fidelity = measure_fidelity(config, site, plan, synthetic, gate, paths, log)
+    bwas = run_bwas(config, site, plan, model, synthetic, gate, fidelity, paths, log)
     comparison = compare_with_reference(config, site, plan, bwas, paths, log)
     report = write_group_report(config, site=site, plan=plan, model=model, synthetic=synthetic,
-                                gate=gate, bwas=bwas, comparison=comparison, out=paths.report)
+                                gate=gate, fidelity=fidelity, bwas=bwas, comparison=comparison,
+                                out=paths.report)
     return GroupResult(paths=paths, site=site, plan=plan, model=model, synthetic=synthetic,
-                       gate=gate, bwas=bwas, comparison=comparison, report=report)
+                       gate=gate, fidelity=fidelity, bwas=bwas, comparison=comparison,
+                       report=report)

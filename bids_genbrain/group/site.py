@@ -37,6 +37,8 @@ class GroupPaths:
         ``WORK_DIR/group``: the cohort stores.
     report : pathlib.Path
         ``OUTPUT_DIR/group.html``.
+    split : pathlib.Path
+        ``OUTPUT_DIR/group/split.tsv``: training and held-out participants.
     """
 
     group: Path
@@ -45,6 +47,7 @@ class GroupPaths:
     synthetic: Path
     work: Path
     report: Path
+    split: Path
 
     @classmethod
     def of(cls, config: Config) -> GroupPaths:
@@ -52,7 +55,7 @@ class GroupPaths:
         group = config.output_dir / "group"
         return cls(group=group, model=group / "model", bwas=group / "bwas",
                    synthetic=config.output_dir / "synthetic", work=config.work_dir / "group",
-                   report=config.output_dir / "group.html")
+                   report=config.output_dir / "group.html", split=group / "split.tsv")
 
     @property
     def covariates(self) -> Path:
@@ -250,6 +253,7 @@ def load_site_cohort(config: Config, paths: GroupPaths, log: RunLog) -> SiteCoho
                                           "left_out": left_out.to_dict("records")}
     with log.step("cohort"):
         store = build_cohort(roots, paths.work / "cohort", modalities=[config.modality],
+                             n_jobs=config.nprocs,
                              participants=participants.reset_index(drop=True),
                              conditions=modelled, resolution=resolution,
                              participant_ids=keep)

@@ -11,7 +11,7 @@ from ..cohort import CohortStore
 from ..config import Config
 from ..model.checkpoint import GenBrain
 from ..runlog import RunLog
-from .plan import GroupPlan
+from .plan import GroupPlan, write_split
 from .site import GroupPaths, SiteCohort
 
 
@@ -57,7 +57,9 @@ def train_site_model(config: Config, site: SiteCohort, plan: GroupPlan, paths: G
                      log: RunLog) -> TrainedModel:
     """Fine-tune ``--model`` on the training rows, or train a ``--preset`` model from scratch.
 
-    Resumes from ``paths.model/training_state`` when the same run was interrupted.
+    Resumes from ``paths.model/training_state`` when the same run was interrupted (the
+    training rows are part of the run's identity). ``group/split.tsv`` records which
+    participants trained it.
 
     Parameters
     ----------
@@ -76,6 +78,7 @@ def train_site_model(config: Config, site: SiteCohort, plan: GroupPlan, paths: G
     from ..model.presets import get_preset
     from ..model.train import TrainConfig, fit
 
+    write_split(site, plan, paths.split, config.seed)
     with log.step("model"):
         train_cfg = TrainConfig(steps=config.steps, batch_size=config.batch_size,
                                 lr=config.lr, seed=config.seed, device=config.device,
@@ -121,5 +124,6 @@ def sample_synthetic_cohort(config: Config, site: SiteCohort, plan: GroupPlan,
         participants = written.drop(columns=["path", "modality"], errors="ignore")
         store = build_cohort([paths.synthetic], paths.work / "synthetic_cohort",
                              modalities=[config.modality], participants=participants,
-                             conditions=site.conditions, resolution=site.resolution)
+                             conditions=site.conditions, resolution=site.resolution,
+                             n_jobs=config.nprocs)
     return SyntheticCohort(directory=paths.synthetic, participants=participants, store=store)

@@ -393,7 +393,7 @@ def train(bundle: GenBrain, store: CohortStore, out: Path | str, config: TrainCo
 
     def checkpoint(step: int) -> None:
         if env.main:
-            bundle.provenance = _provenance(bundle, store, config, env.world, step)
+            bundle.provenance = _provenance(bundle, store, config, env.world, step, targets)
             save_checkpoint(bundle, out, state=ema.state_dict())
             _save_state(out, model, ema, opt, step, identity)
             write_loss_log(out, log)
@@ -438,12 +438,12 @@ def train(bundle: GenBrain, store: CohortStore, out: Path | str, config: TrainCo
 
 
 def _provenance(bundle: GenBrain, store: CohortStore, config: TrainConfig, world: int,
-                step: int) -> dict[str, Any]:
+                step: int, targets: np.ndarray) -> dict[str, Any]:
     prov = {k: v for k, v in bundle.provenance.items() if k == "parent"}
     prov.update({
         "steps": step, "seed": config.seed, "batch_size": config.batch_size,
         "world_size": world, "train_config": asdict(config),
-        "data_sha256": store.meta["data_sha256"], "n_images": len(store),
+        "data_sha256": store.meta["data_sha256"], "n_images": int(len(targets)),
         "data_sources": store.meta["sources"], "created": now_iso(), "versions": versions(),
     })
     return prov

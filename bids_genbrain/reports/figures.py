@@ -62,23 +62,39 @@ def plot_statmap(img: nb.Nifti1Image | Path | str, out: Path | str, *, title: st
     return _save(fig, out)
 
 
-def plot_memorization(max_r: np.ndarray, threshold: float, out: Path | str) -> Path:
-    """Histogram of each synthetic image's highest correlation with any training image.
+def plot_memorization(check, raw_threshold: float, out: Path | str) -> Path:
+    """The privacy gate: the paper's raw r, and distance to the closest record vs residual r.
 
     Parameters
     ----------
-    max_r : ndarray, shape (n_synthetic,)
-    threshold : float
-        Copy threshold, drawn as a line.
+    check : bids_genbrain.evaluate.privacy.MemorizationCheck
+    raw_threshold : float
+        The paper's raw-r threshold, drawn as a line.
     out : path-like
     """
-    fig, ax = plt.subplots(figsize=(7, 3.2))
-    ax.hist(max_r, bins=min(50, max(10, len(max_r) // 5)), color="#557", alpha=0.85)
-    ax.axvline(threshold, color="#c00", ls="--", label=f"copy threshold r = {threshold:g}")
-    n_flag = int((max_r > threshold).sum())
-    ax.set(xlabel="highest Pearson r with a training image", ylabel="synthetic images",
-           title=f"Memorization check: {n_flag} of {len(max_r)} flagged")
-    ax.legend(frameon=False)
+    table, base = check.table, check.baseline
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.4))
+    max_r = table["max_r"].to_numpy(dtype=float)
+    left.hist(max_r[np.isfinite(max_r)], bins=min(50, max(10, len(max_r) // 5)), color="#557",
+              alpha=0.85)
+    left.axvline(raw_threshold, color="#c00", ls="--", label=f"paper's r = {raw_threshold:g}")
+    left.set(xlabel="highest raw Pearson r with a training image", ylabel="synthetic images",
+             title="Raw r (reported, not gating)")
+    left.legend(frameon=False, fontsize=8)
+    right.scatter(base["dcr"], base["residual_r"], s=14, color="#999",
+                  label="real new people (baseline)")
+    flagged = table["flagged"].to_numpy(dtype=bool)
+    right.scatter(table.loc[~flagged, "dcr"], table.loc[~flagged, "residual_r"], s=14,
+                  color="#557", label="synthetic")
+    if flagged.any():
+        right.scatter(table.loc[flagged, "dcr"], table.loc[flagged, "residual_r"], s=24,
+                      color="#c00", label="synthetic, excluded as copies")
+    right.axvline(check.dcr_cut, color="#c00", ls="--", lw=1)
+    right.axhline(check.residual_r_cut, color="#c00", ls="--", lw=1)
+    right.set(xlabel="distance to the closest training record (RMS)",
+              ylabel="mean-removed r with that record")
+    right.set_title(f"Gate: {int(flagged.sum())} of {len(table)} excluded (copies: upper left)")
+    right.legend(frameon=False, fontsize=8)
     return _save(fig, out)
 
 

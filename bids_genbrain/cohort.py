@@ -54,7 +54,7 @@ from .derivatives import TEMPLATE, modality_entities
 from .errors import InputError
 from .model.tokens import mask_sha256
 from .templates import brain_mask, mni_grid
-from .utils import allocate, atomic_dir, atomic_write_text
+from .utils import allocate, atomic_dir, atomic_path, atomic_write_text
 
 if TYPE_CHECKING:  # torch is imported where conditions are encoded, not by reader workers
     import torch
@@ -568,3 +568,41 @@ def denormalise(values: np.ndarray, norm: dict[str, Any]) -> np.ndarray:
         ``lo + values * (hi - lo)``.
     """
     return norm["lo"] + np.asarray(values) * (norm["hi"] - norm["lo"])
+
+
+def rescaled_rows(store: CohortStore, to: CohortStore, path: Path | str) -> np.ndarray:
+    """``store``'s images in the units of another store (a float32 file), for comparisons.
+
+    Every store maps each modality to [0, 1] with its own ``lo``/``hi`` (robust percentiles of
+    its own images, except for probability maps), so the values of two stores (a real and a
+    synthetic cohort) are in different units; distances, MMD and SSIM between them need one
+    scale. Rows are streamed (memory: one block).
+
+    Parameters
+    ----------
+    store : CohortStore
+        One modality.
+    to : CohortStore
+        The store whose normalisation of that modality is wanted.
+    path : path-like
+        File to write (replaced atomically); not written when both mappings are equal.
+
+    Returns
+    -------
+    ndarray, shape (len(store), n_voxels)
+        ``store.data`` itself when the mappings agree, else a read-only float32 memmap of
+        ``path``: ``clip((lo_s + v (hi_s - lo_s) - lo_t) / (hi_t - lo_t), 0, 1)``, clipped
+        as ``to`` clips its own images (a copy of one of ``to``'s images then has its values,
+        except where ``store``'s own range clipped it).
+    """
+    (modality,) = store.modalities
+    own, target = store.normalisation[modality], to.normalisation[modality]
+    if own["lo"] == target["lo"] and own["hi"] == target["hi"]:
+        return store.data
+    scale = (own["hi"] - own["lo"]) / (target["hi"] - target["lo"])
+    shift = (own["lo"] - target["lo"]) / (target["hi"] - target["lo"])
+    with atomic_path(path) as tmp, open(tmp, "wb") as out:
+        for _, block in iter_row_blocks(store.data, block_mb=32.0):
+            values = block.astype(np.float32) * np.float32(scale) + np.float32(shift)
+            out.write(np.clip(values, 0.0, 1.0, out=values).tobytes())
+    return np.memmap(path, dtype=np.float32, mode="r", shape=store.data.shape)

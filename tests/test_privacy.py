@@ -213,3 +213,43 @@ def test_nearest_records_on_store_rows_equal_dense(gm_sets, tmp_path):
     with pytest.raises(ValueError, match="at least two training participants"):
         check_memorization(heldout, training, training_ids=["sub-01"] * len(training),
                            progress=False)
+
+
+def test_gate_compares_stores_in_one_unit(tmp_path):
+    """A synthetic store of a non-probability map (T1w) has its own percentile range; the copy
+    of a training image is at distance ~0 only after rescaling into the site store's units."""
+    import shutil
+
+    import nibabel as nb
+    from _model_factory import RES, write_cohort, write_maps
+
+    from bids_genbrain.cohort import build_cohort, rescaled_rows
+
+    site_table = write_cohort(tmp_path / "site", [40.0 + 3 * i for i in range(12)],
+                              modality="T1w")
+    site = build_cohort([tmp_path / "site"], tmp_path / "site_store", modalities=["T1w"],
+                        participants=site_table, resolution=RES, progress=False)
+    # synthetic images: five brighter new people and a byte copy of sub-04's raw image
+    brighter = [1.4 * np.asanyarray(nb.load(p).dataobj) for p in site.table["path"][6:11]]
+    write_maps(tmp_path / "synthetic", brighter, modality="T1w")
+    copy = [p for p in (tmp_path / "synthetic").rglob("sub-05_*T1w.nii*")][0]
+    shutil.copy(site.table["path"][3], copy.parent / copy.name)
+    synthetic = build_cohort([tmp_path / "synthetic"], tmp_path / "synthetic_store",
+                             modalities=["T1w"], resolution=RES, progress=False)
+    assert synthetic.normalisation["T1w"]["hi"] > 1.2 * site.normalisation["T1w"]["hi"]
+    rescaled = rescaled_rows(synthetic, site, tmp_path / "rescaled.f32")
+    assert isinstance(rescaled, np.memmap) and rescaled.dtype == np.float32
+    assert rescaled.shape == synthetic.data.shape and 0 <= rescaled.min() <= rescaled.max() <= 1
+    row = int(np.flatnonzero(synthetic.table["participant_id"] == "sub-05")[0])
+    inside = (synthetic.data[row] > 0) & (synthetic.data[row] < 1)  # not clipped by its range
+    np.testing.assert_allclose(rescaled[row][inside], site.data[3][inside], atol=1e-5)
+    ids = list(site.table["participant_id"])
+    check = check_memorization(rescaled, site.data, training_ids=ids, progress=False)
+    assert check.table["flagged"].tolist() == [i == row for i in range(len(rescaled))]
+    assert check.table.loc[row, "dcr"] < 0.01  # only where the synthetic range clipped
+    # in each store's own units the copy looks like another person (the gate would miss it)
+    mixed = check_memorization(synthetic.data, site.data, training_ids=ids, progress=False)
+    assert mixed.table.loc[row, "dcr"] > 0.02 and not mixed.table.loc[row, "flagged"]
+    # same units: the store's own data, nothing written
+    assert rescaled_rows(site, site, tmp_path / "same.f32") is site.data
+    assert not (tmp_path / "same.f32").exists()

@@ -34,7 +34,8 @@ COLUMNS = {
     "raw_r_copy": "max_r above --privacy-threshold (reported only: the training mean passes "
                   "it on GM maps)",
     "dcr": "Distance to the closest training record: RMS difference over the brain voxels "
-           "(store units, [0, 1] per modality)",
+           "(the site store's units: [0, 1] per modality; synthetic images rescaled into "
+           "them)",
     "dcr_training_id": "The closest training participant",
     "residual_r": "Pearson r with the closest training image after removing the training mean",
     "max_residual_r": "Largest mean-removed r with any training image",
@@ -89,12 +90,17 @@ def privacy_gate(config: Config, site: SiteCohort, plan: GroupPlan, synthetic: S
         Also written to ``group/bwas/memorization.tsv`` (+ ``.json``: columns, cuts, baseline)
         and ``group/bwas/memorization_baseline.tsv``.
     """
+    from ..cohort import rescaled_rows
     from ..evaluate.privacy import check_memorization
 
     ids = site.store.table["participant_id"].astype(str).to_numpy()
     with log.step("privacy"):
+        # one unit: each store maps a non-probability modality (GMmod, T1w) to [0, 1] by its
+        # own percentiles, so distances need the synthetic images in the site's units
+        synthetic_data = rescaled_rows(synthetic.store, site.store,
+                                       paths.work / "synthetic_in_site_units.f32")
         check = check_memorization(
-            synthetic.store.data, site.store.data,
+            synthetic_data, site.store.data,
             training_rows=plan.training_rows, training_ids=list(ids[plan.training_rows]),
             synthetic_ids=list(synthetic.store.table["participant_id"]),
             heldout_rows=plan.heldout_rows, heldout_ids=list(ids[plan.heldout_rows]),

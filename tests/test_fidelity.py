@@ -18,6 +18,7 @@ from bids_genbrain.evaluate.fidelity import (
     design_stability,
     effect_map,
     map_correlation,
+    real_map_ceiling,
 )
 from bids_genbrain.stats.glm import make_design
 
@@ -92,8 +93,10 @@ def test_learned_and_not_learned(cohorts):
     assert status["age (continuous)"] == "learned"
     assert status["diagnosis: CN - AD"] == "learned"
     assert good.set_index("contrast").loc["diagnosis: CN - AD", "r_d"] > 0.5
-    # sex has no effect in either cohort: two noise maps do not correlate
-    assert status["sex: M - F"] == "not learned"
+    # sex has no effect in either cohort: the real map is noise, nothing to check against
+    assert status["sex: M - F"] == "not measured"
+    assert good.set_index("contrast").loc["sex: M - F", "r_d_ceiling"] < LEARNED_R
+    assert "mostly noise" in good.set_index("contrast").loc["sex: M - F", "reason"]
     bad = condition_fidelity(real, EffectCohort(bad_x, bad_t, name="synthetic"), conditions)
     rows = bad.set_index("contrast")
     assert rows.loc["age (continuous)", "status"] == "learned"
@@ -102,6 +105,45 @@ def test_learned_and_not_learned(cohorts):
         assert abs(rows.loc[label, "r_d"]) < LEARNED_R
         assert "not to be trusted" in rows.loc[label, "reason"]
     assert (rows["n_real"] > 0).all() and (rows["df_synthetic"] > 0).all()
+    # the planted effects leave room for a learned map; the ceiling bounds what a map can reach
+    assert (rows.loc[["age (continuous)", "diagnosis: CN - AD"], "r_d_ceiling"] > 0.7).all()
+    assert (good["r_d"] <= good["r_d_ceiling"] + 0.1).all()
+
+
+def test_ceiling_of_a_noisy_real_map():
+    """A noise-free map of the truth correlates with a noisy real map about as the ceiling says;
+    a map of pure noise has a ceiling near 0."""
+    rng = np.random.default_rng(8)
+    n, n_vox = 40, 4000
+    truth = np.zeros(n_vox)
+    truth[:800] = 1.0
+    group = np.repeat(["A", "B"], n // 2)
+    for effect, low, high in ((0.6, 0.5, 0.9), (0.0, 0.0, 0.15)):
+        x = rng.normal(size=(n, n_vox)) + effect * (group == "B")[:, None] * truth
+        fit = effect_map(EffectCohort(x, pd.DataFrame({"g": group})),
+                         condition_contrasts(pd.DataFrame({"g": group}), "g")[0], [])
+        ceiling = real_map_ceiling(fit)
+        assert low <= ceiling <= high, (effect, ceiling)
+        if effect:
+            assert map_correlation(truth, fit.d) == pytest.approx(ceiling, abs=0.05)
+
+
+def test_heldout_not_estimable_falls_back_to_training(cohorts):
+    """Held-out people all of one sex: sex is measured against the training participants."""
+    (real_x, real_t), (good_x, good_t), _ = cohorts
+    females = np.flatnonzero(real_t["sex"] == "F")[:8]
+    rest = np.setdiff1d(np.arange(len(real_t)), females)
+    heldout = EffectCohort(real_x, real_t.iloc[females].reset_index(drop=True), rows=females,
+                           name="held-out")
+    training = EffectCohort(real_x, real_t.iloc[rest].reset_index(drop=True), rows=rest,
+                            name="training")
+    table = condition_fidelity(heldout, EffectCohort(good_x, good_t, name="synthetic"),
+                               ["age", "sex"], second_real=training).set_index("contrast")
+    sex = table.loc["sex: M - F"]
+    assert sex["real_cohort"].startswith("training (in-sample: not estimable in the held-out")
+    assert sex["n_real"] == len(rest) and sex["status"] in ("not measured", "not learned")
+    assert "measured in-sample" in sex["reason"]
+    assert table.loc["age (continuous)", "real_cohort"] == "held-out"
 
 
 def test_second_real_cohort_and_not_measured(cohorts):

@@ -39,6 +39,18 @@ embedding barely contributed gave r 0.02 against the real map, while a model tha
 planted effect gave r 0.75. A condition whose effect cannot be estimated (a design that is not
 estimable in one of the cohorts) is *not measured*.
 
+A noisy real map caps ``r_d`` whatever the model does: a real d map is the effect plus noise
+whose voxel SD is the design's null SD of d (:func:`design_stability`), so a noise-free
+synthetic map of the true effect correlates with it at most ``r_d_ceiling = sqrt(1 -
+null_sd^2 / sd^2)``, ``sd`` the real map's SD over the voxels (0 when the map is no wider than
+noise). It is an estimate (its sampling error is large near 0: a real map without any effect
+gives ceilings from 0 to ~0.4 at N = 24 on a 3,000-voxel grid). An effect whose ``r_d`` is
+below ``LEARNED_R`` while its ceiling is too is *not measured*: the real cohort shows no
+effect the comparison could find, which says nothing about the model (a condition without a
+real effect, or a real cohort too small to show it). When the real cohort cannot estimate an
+effect but the second real cohort can (a few held-out people of one sex), the effect is
+measured against the second one, in-sample, and ``real_cohort`` says so.
+
 Stability
 ---------
 A d map rests on the residual SD of every voxel. With few residual degrees of freedom that SD
@@ -67,7 +79,7 @@ from ..stats.glm import Design, DesignError, GLMResult, fit_glm, make_design
 __all__ = [
     "FIDELITY_COLUMNS", "LEARNED_R", "MAX_NULL_SD_D", "MIN_RESIDUAL_DF", "ConditionContrast",
     "DesignStability", "EffectCohort", "condition_contrasts", "condition_fidelity",
-    "cosine_similarity", "design_stability", "effect_map", "map_correlation",
+    "cosine_similarity", "design_stability", "effect_map", "map_correlation", "real_map_ceiling",
 ]
 
 LEARNED_R = 0.3
@@ -81,7 +93,7 @@ MAX_NULL_SD_D = 0.5
 
 FIDELITY_COLUMNS = (
     "condition", "contrast", "kind", "real_cohort", "n_real", "n_synthetic", "df_real",
-    "df_synthetic", "r_d", "cosine_t", "status", "reason",
+    "df_synthetic", "r_d", "cosine_t", "r_d_ceiling", "status", "reason",
 )
 """Columns of :func:`condition_fidelity`'s table (more follow when a second real cohort is
 given: ``r_d_second``, ``cosine_t_second``, ``r_d_real_split``)."""
@@ -277,6 +289,7 @@ class FidelityRow:
     df_synthetic: int = 0
     r_d: float = math.nan
     cosine_t: float = math.nan
+    r_d_ceiling: float = math.nan
     status: str = "not measured"
     reason: str = ""
     extra: dict[str, float] = field(default_factory=dict)
@@ -339,7 +352,7 @@ def _one_effect(real: EffectCohort, synthetic: EffectCohort, contrast: Condition
     kind = "two-group" if contrast.levels is not None else "continuous"
     row = FidelityRow(contrast.condition, contrast.label, kind, real.name)
     fits: dict[str, GLMResult] = {}
-    for key, cohort in (("real", real), ("synthetic", synthetic), ("second", second_real)):
+    for key, cohort in (("synthetic", synthetic), ("real", real), ("second", second_real)):
         if cohort is None:
             continue
         try:
@@ -347,41 +360,107 @@ def _one_effect(real: EffectCohort, synthetic: EffectCohort, contrast: Condition
         except DesignError as exc:
             if key == "second":
                 continue
+            if key == "real" and second_real is not None:
+                # measured in-sample against the second cohort when it can
+                note = f"not estimable in the {real.name} ({exc})"
+                return _with_real(row, second_real, synthetic, contrast, others, threshold,
+                                  fits, note)
             row.reason = f"not estimable in the {cohort.name}: {exc}"
             return row
-    row.n_real, row.df_real = fits["real"].design.n, fits["real"].design.df
-    row.n_synthetic, row.df_synthetic = fits["synthetic"].design.n, fits["synthetic"].design.df
-    row.r_d = map_correlation(fits["synthetic"].d, fits["real"].d)
-    row.cosine_t = cosine_similarity(fits["synthetic"].t, fits["real"].t)
+    second = fits.get("second")
     if second_real is not None:
-        second = fits.get("second")
         row.extra = {
             "r_d_second": map_correlation(fits["synthetic"].d, second.d) if second else math.nan,
             "cosine_t_second": (cosine_similarity(fits["synthetic"].t, second.t) if second
                                 else math.nan),
             "r_d_real_split": map_correlation(fits["real"].d, second.d) if second else math.nan,
         }
+    return _verdict(row, real, fits["real"], fits["synthetic"], synthetic, threshold,
+                    second_name=None if second_real is None else second_real.name)
+
+
+def _with_real(row: FidelityRow, real: EffectCohort, synthetic: EffectCohort,
+               contrast: ConditionContrast, others: list[str], threshold: float,
+               fits: dict[str, GLMResult], note: str) -> FidelityRow:
+    """Measure ``row`` against ``real`` (the fall-back cohort), saying why."""
+    row.real_cohort = f"{real.name} (in-sample: {note})"
+    row.extra = {"r_d_second": math.nan, "cosine_t_second": math.nan,
+                 "r_d_real_split": math.nan}
+    try:
+        fit = effect_map(real, contrast, others)
+    except DesignError as exc:
+        row.reason = f"{note}; not estimable in the {real.name} either: {exc}"
+        return row
+    row = _verdict(row, real, fit, fits["synthetic"], synthetic, threshold, second_name=None)
+    row.reason += f" (measured in-sample: {note})"
+    return row
+
+
+def real_map_ceiling(fit: GLMResult) -> float:
+    """The largest r a noise-free map of the true effect could reach with ``fit``'s d map.
+
+    ``sqrt(1 - null_sd^2 / sd^2)`` (0 when the map is no wider than its noise), with ``sd``
+    the SD of the d map over its voxels and ``null_sd`` the design's null SD of d.
+
+    Parameters
+    ----------
+    fit : GLMResult
+
+    Returns
+    -------
+    float
+        In [0, 1]; NaN when the map has no finite voxel.
+    """
+    d = np.asarray(fit.d, dtype=np.float64)
+    d = d[np.isfinite(d)]
+    if d.size < 2:
+        return math.nan
+    sd = float(d.std())
+    null_sd = design_stability(fit.design).null_sd_d
+    if not math.isfinite(null_sd) or sd <= 0:
+        return 0.0
+    return math.sqrt(max(0.0, 1.0 - (null_sd / sd) ** 2))
+
+
+def _verdict(row: FidelityRow, real: EffectCohort, real_fit: GLMResult,
+             synthetic_fit: GLMResult, synthetic: EffectCohort, threshold: float,
+             second_name: str | None) -> FidelityRow:
+    contrast = row.contrast
+    condition = row.condition
+    row.n_real, row.df_real = real_fit.design.n, real_fit.design.df
+    row.n_synthetic, row.df_synthetic = synthetic_fit.design.n, synthetic_fit.design.df
+    row.r_d = map_correlation(synthetic_fit.d, real_fit.d)
+    row.cosine_t = cosine_similarity(synthetic_fit.t, real_fit.t)
+    row.r_d_ceiling = real_map_ceiling(real_fit)
     if not np.isfinite(row.r_d):
         row.reason = "a d map is constant (no voxel varies), so r is undefined"
         return row
-    learned = row.r_d >= threshold
-    row.status = "learned" if learned else "not learned"
-    comparison = (f"the synthetic d map of {contrast.label} correlates r = {row.r_d:.2f} with "
+    comparison = (f"the synthetic d map of {contrast} correlates r = {row.r_d:.2f} with "
                   f"the d map of the {real.name} (cosine of the t maps {row.cosine_t:.2f})")
-    if learned:
+    if row.r_d >= threshold:
+        row.status = "learned"
         row.reason = f"{comparison}, at or above {threshold:g}"
+    elif np.isfinite(row.r_d_ceiling) and row.r_d_ceiling < threshold:
+        row.status = "not measured"
+        row.reason = (f"{comparison}, but the real d map is mostly noise: even a noise-free "
+                      f"map of the true effect would correlate about r = "
+                      f"{row.r_d_ceiling:.2f} with it (below {threshold:g}), so the "
+                      f"{real.name} show no effect of {condition} to check the model against "
+                      f"(none, or too few people to see it); a synthetic BWAS map of "
+                      f"{condition} is not validated")
     else:
+        row.status = "not learned"
         row.reason = (f"{comparison}, below {threshold:g}: the model did not learn "
-                      f"{contrast.condition}, so a synthetic BWAS map of {contrast.condition} is "
+                      f"{condition}, so a synthetic BWAS map of {condition} is "
                       "not to be trusted")
         split = row.extra.get("r_d_real_split", math.nan)
         if np.isfinite(split) and split < threshold:
             row.reason += (f" (the real effect itself is weak or unstable here: the d maps of "
-                           f"the {real.name} and the {second_real.name} correlate r = "
+                           f"the {real.name} and the {second_name} correlate r = "
                            f"{split:.2f})")
-    unstable = [f"{cohort.name} {fits[key].design.df}" for key, cohort in
-                (("real", real), ("synthetic", synthetic))
-                if not design_stability(fits[key].design).stable]
+    unstable = [f"{name} {fit.design.df}" for name, fit in
+                ((real.name, real_fit), (synthetic.name, synthetic_fit))
+                if not design_stability(fit.design).stable]
     if unstable:
         row.reason += (f"; residual degrees of freedom too few for stable d maps: "
                        f"{', '.join(unstable)}")

@@ -101,7 +101,10 @@ COLUMN_DESCRIPTIONS = {
     "df_synthetic": "Residual degrees of freedom of the synthetic map",
     "r_d": "Pearson r of the synthetic and real Cohen's d maps",
     "cosine_t": "Cosine similarity of the synthetic and real t maps",
-    "status": f"learned (r_d >= {LEARNED_R}), not learned, or not measured",
+    "r_d_ceiling": "Largest r_d a noise-free map of the true effect could reach against this "
+                   "real map: sqrt(1 - null SD of d^2 / SD of the real d map^2) (an estimate)",
+    "status": f"learned (r_d >= {LEARNED_R}), not learned, or not measured (not estimable, "
+              f"or r_d_ceiling below {LEARNED_R}: no real effect to check against)",
     "reason": "Why, in a sentence",
     "r_d_second": "Pearson r of the synthetic d map with the training participants' d map",
     "cosine_t_second": "Cosine of the synthetic t map with the training participants' t map",

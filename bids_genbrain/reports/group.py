@@ -68,8 +68,8 @@ def _covariates_section(covariates: TypedCovariates, store) -> Section:
                    status="warning" if len(flagged) else "ok")
 
 
-FIDELITY_SHOWN = ["contrast", "n_real", "n_synthetic", "r_d", "cosine_t", "r_d_second",
-                  "r_d_real_split", "status"]
+FIDELITY_SHOWN = ["contrast", "n_real", "n_synthetic", "r_d", "cosine_t", "r_d_ceiling",
+                  "r_d_second", "r_d_real_split", "status"]
 
 
 def _sizes(design) -> str:
@@ -172,7 +172,11 @@ def write_group_report(config: Config, *, site, plan, model, synthetic, gate, fi
                   "r_d is the Pearson r of the Cohen's d maps (continuous conditions: d = "
                   "2 t / sqrt(df), from the partial correlation), cosine_t the cosine "
                   "similarity of the t maps (the GenBrain paper's age/sex similarity). "
-                  f"{second}A condition counts as learned at r_d >= {LEARNED_R}. Full table "
+                  "r_d_ceiling: the largest r_d a noise-free synthetic map could reach "
+                  "against this noisy real map. "
+                  f"{second}A condition counts as learned at r_d >= {LEARNED_R}; below, with "
+                  f"a ceiling below {LEARNED_R} too, it is not measured (the real cohort "
+                  "shows no effect to check the model against). Full table "
                   "with reasons: group/bwas/fidelity.tsv. "
                   + " ".join(f"{row.contrast}: {row.status}, {row.reason}."
                              for row in problems.itertuples())),

@@ -1,41 +1,46 @@
 """Benchmark: do the real-sample and the synthetic BWAS maps recover a planted effect?
 
-For each site size N (default 20, 40, 80) a single-site study is simulated with MNI-space
-maps only (``derivatives/mnimaps``, no native images) and a planted diagnosis effect (patients
-lose 10 % GM in both hippocampi and the precuneus). The real group level then runs through
-the CLI (``bids_genbrain BIDS OUT group``, ``tiny`` model trained from scratch on the site
-with the default from-scratch learning rate, contrast diagnosis, confounds age and sex) with
-the planted GM diagnosis effect map as ``--reference-map``. From
-``OUT/group/bwas/contrast-diagnosis_comparison.tsv`` the benchmark reports, per N, Pearson r
-and the Dice coefficients (d > 0, d < 0, micro-averaged, top 20 % |d|) of the real map and of
-the synthetic map against the truth, with the real map's bootstrap 95 % interval (200 draws
-of the real participants).
+The GenBrain claim: a model fine-tuned on a small site, sampled into a large balanced synthetic
+cohort, gives a BWAS map closer to the truth than the site's own small-sample map. Here the
+truth is known: for each site size N (default 20, 40, 80) a single-site study is simulated
+straight in MNI space (``derivatives/mnimaps``, no native images) with a planted diagnosis
+effect (patients lose 10 % GM in both hippocampi and the precuneus), and the group level runs
+through the CLI (``bids_genbrain BIDS OUT group``, ``tiny`` model, GM probability, contrast
+diagnosis, confounds age and sex, the planted GM diagnosis effect as ``--reference-map``) in
+two modes:
 
-The modelled map is GM probability (``--modality GM``), the measure the planted effect is
-defined on. ``--modality GMmod`` models modulated GM (the group level's default); modulation
-multiplies GM by each subject's Jacobian determinant, whose variation across simulated
-subjects (about 19 % in the planted regions) dilutes a GM-density effect. ``--real-only``
-measures only the real-sample map (the model is trained for a single step and the synthetic
-rows are left out), which makes a run take a few minutes.
+* ``scratch``: the model is trained from scratch on the site (GenBrain-st), at the preset's
+  from-scratch learning rate;
+* ``finetune``: the model is fine-tuned (``--model``, fine-tuning learning rate) from a
+  population checkpoint: ``genbrain simulate --population`` (healthy adults 18-90, both sexes,
+  four sites, five MNI maps: T1w, FLAIR, GM, modulated GM, FA) and ``genbrain pretrain`` on all
+  five with the modality index as a condition; the group level adds the diagnosis embedder.
 
-Sign convention: the group level's d map is the second sorted level minus the first
-(``patient`` minus ``CN``, read back from the statmap sidecar's ``Levels``); the planted map is
-the relative GM change of patients versus controls (negative in the regions). The benchmark
-checks that both say "patient minus control" and reports the mean d of each map inside the
-planted regions (where the truth is below half its minimum) and outside them, so a map that
-finds the effect in the right direction has a negative mean d in the regions and r > 0.
+Reported per N and mode, for the real and the synthetic d map against the truth: Pearson r,
+the Dice coefficients (d > 0, d < 0, micro-averaged, top 20 % |d|) with 95 % intervals
+(normal bootstrap, Fisher z for r: the real map's over its participants, 200 draws, from the
+group level; the synthetic map's over the synthetic images kept by the privacy gate, 200 draws,
+computed here: it covers the sampling of the synthetic cohort, not the training of the model),
+the mean d inside and outside the planted regions, Pearson r of the synthetic d map with the
+real one (does the model reproduce its site's effect?), the privacy gate, the final training
+loss and wall times. Then the claim, per N: does the synthetic map beat the real one?
 
-Also reported: the synthetic images kept by the privacy gate, the median over synthetic
-images of their largest Pearson r with any training image (``memorization.tsv``; near 0: the
-samples do not resemble brains; above the gate's 0.95: copies), the correlation of the
-synthetic d map with the real one (does the model reproduce its training sample's effect?),
-the mean training loss of the last 10 steps, and wall times.
+Sign convention: d = second sorted level minus the first (``patient - CN``, read back from the
+statmap sidecar's ``Levels``); the planted map is the relative GM change of patients versus
+controls (negative in the regions). Agreement means r > 0 and a negative mean d in the regions.
 
-Usage::
+Every stage keeps its results in ``--work`` and is skipped when done, so the benchmark can run
+as several shorter jobs (``--stage``), e.g.::
 
-    GENBRAIN_TEMPLATES=fallback python benchmarks/bench_bwas_truth.py \\
-        --sizes 20 40 80 --steps 1000 --n-synthetic 200 --sampling-steps 15
-    GENBRAIN_TEMPLATES=fallback python benchmarks/bench_bwas_truth.py --modality GMmod --real-only
+    B="python benchmarks/bench_bwas_truth.py --work /scratch/bench"
+    $B --stage population                      # simulate the population
+    $B --stage pretrain --pretrain-steps 2500  # pretrain (resumable: a later call with more
+    $B --stage pretrain --pretrain-steps 5000  #   steps continues the same run)
+    $B --stage group --sizes 20 --modes scratch finetune
+    $B --stage group --sizes 40 80 --modes scratch finetune
+    $B --stage report                          # tables -> benchmarks/results/
+
+With ``GENBRAIN_TEMPLATES=fallback`` everything runs offline.
 """
 
 from __future__ import annotations
@@ -46,7 +51,6 @@ import math
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -55,57 +59,143 @@ import numpy as np
 import pandas as pd
 from rich.console import Console
 
-from bids_genbrain.simulate import SimulationConfig, load_effect_map, simulate_dataset
-from bids_genbrain.simulation.groundtruth import effect_path
-from bids_genbrain.stats.compare import METRICS
+from bids_genbrain.cohort import CohortStore
 from bids_genbrain.derivatives import res_label
+from bids_genbrain.simulate import SimulationConfig, load_effect_map, simulate_dataset
+from bids_genbrain.simulation.config import POPULATION_MAPS
+from bids_genbrain.simulation.groundtruth import effect_path
+from bids_genbrain.stats.compare import METRICS, bootstrap_comparison, reference_vector
 from bids_genbrain.utils import atomic_write_text
 
-SCRIPT = shutil.which("bids_genbrain") or str(Path(sys.executable).parent / "bids_genbrain")
+BIN = Path(sys.executable).parent
+BIDS_GENBRAIN = shutil.which("bids_genbrain") or str(BIN / "bids_genbrain")
+GENBRAIN = shutil.which("genbrain") or str(BIN / "genbrain")
 STATMAP = "space-MNI152NLin6Asym_res-{res}_contrast-diagnosis_desc-{desc}_stat-d_statmap"
 CONSOLE = Console(stderr=True)
-MODALITY_NAMES = {"GMmod": "modulated GM", "GM": "GM probability"}
+MODES = ("scratch", "finetune")
+POPULATION_MODALITIES = ("T1w", "FLAIR", *POPULATION_MAPS)
+N_BOOT = 200
 
 
-def simulate_site(root: Path, n: int, *, n_sites: int, resolution: float, seed: int):
-    """Simulate ``n`` participants with MNI-space maps only (fast) under ``root/bids``.
-
-    Returns
-    -------
-    bids_genbrain.simulate.SimulationResult
-    """
-    config = SimulationConfig.fast(n_subjects=n, n_sites=n_sites, modalities=("T1w",),
-                                   native=False, mnimaps=True, mni_resolution=resolution,
-                                   seed=seed)
-    return simulate_dataset(root / "bids", config, n_jobs=1)
-
-
-def run_group(sim, out: Path, args: argparse.Namespace) -> float:
-    """Run the group level through the CLI; return its wall time in seconds.
-
-    Raises
-    ------
-    RuntimeError
-        The CLI failed (the tail of its log is in the message).
-    """
-    reference = effect_path(sim.groundtruth, "GM", "diagnosis", args.resolution)
-    command = [SCRIPT, str(sim.root), str(out), "group", "--derivatives", str(sim.mnimaps),
-               "--resolution", f"{args.resolution:g}", "--preset", "tiny",
-               "--steps", str(args.steps), "--batch-size", str(args.batch_size),
-               "--n-synthetic", str(args.n_synthetic),
-               "--sampling-steps", str(args.sampling_steps),
-               "--modality", args.modality,
-               "--condition", "age", "sex", "--contrast", "diagnosis",
-               "--seed", str(args.seed), "--reference-map", str(reference)]
-    log = out.parent / f"{out.name}.log"
+def _run(command: list, log: Path) -> float:
+    """Run a CLI command with its output in ``log``; return the wall time (s)."""
     start = time.perf_counter()
     with log.open("w") as handle:
-        proc = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, check=False)
-    elapsed = time.perf_counter() - start
+        proc = subprocess.run([str(c) for c in command], stdout=handle,
+                              stderr=subprocess.STDOUT, check=False)
     if proc.returncode != 0:
         tail = log.read_text(errors="replace")[-3000:]
-        raise RuntimeError(f"group level exited {proc.returncode}: {' '.join(command)}\n{tail}")
-    return elapsed
+        raise RuntimeError(f"exited {proc.returncode}: {' '.join(map(str, command))}\n{tail}")
+    return time.perf_counter() - start
+
+
+def _done(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def stage_population(args: argparse.Namespace) -> dict:
+    """Simulate the population (once)."""
+    record = args.work / "population.json"
+    if (done := _done(record)) is not None:
+        return done
+    root = args.work / "population"
+    if root.exists():
+        shutil.rmtree(root)
+    start = time.perf_counter()
+    _run([GENBRAIN, "simulate", root, "--population", "--n-subjects", args.population,
+          "--mni-resolution", f"{args.resolution:g}", "--seed", args.seed + 100, "--quiet"],
+         args.work / "population.log")
+    info = {"n": args.population, "seconds": round(time.perf_counter() - start, 1),
+            "root": str(root)}
+    atomic_write_text(record, json.dumps(info, indent=2) + "\n")
+    return info
+
+
+def stage_pretrain(args: argparse.Namespace) -> dict:
+    """Pretrain the population checkpoint up to ``--pretrain-steps`` (resumes)."""
+    population = _done(args.work / "population.json")
+    if population is None:
+        raise SystemExit("run --stage population first")
+    out = args.work / "population_model"
+    config = out / "config.json"
+    if config.is_file() and json.loads(config.read_text())["provenance"]["steps"] \
+            >= args.pretrain_steps:
+        return _pretrain_info(out)
+    root = Path(population["root"])
+    modalities = [a for m in POPULATION_MODALITIES for a in ("--modality", m)]
+    seconds = _run([GENBRAIN, "pretrain", root / "derivatives" / "mnimaps", "--participants",
+                    root, "--out", out, "--preset", "tiny", "--resolution",
+                    f"{args.resolution:g}", "--steps", args.pretrain_steps, "--batch-size",
+                    args.pretrain_batch_size, "--checkpoint-every", 250, "--seed", args.seed,
+                    *modalities, "--condition", "age", "--condition", "sex",
+                    "--work-dir", args.work],
+                   args.work / f"pretrain_{args.pretrain_steps}.log")
+    times = _done(args.work / "pretrain_times.json") or {}
+    times[str(args.pretrain_steps)] = round(seconds, 1)
+    atomic_write_text(args.work / "pretrain_times.json", json.dumps(times, indent=2) + "\n")
+    return _pretrain_info(out)
+
+
+def _pretrain_info(out: Path) -> dict:
+    config = json.loads((out / "config.json").read_text())
+    loss = pd.read_csv(out / "loss.tsv", sep="\t")["loss"]
+    times = _done(out.parent / "pretrain_times.json") or {}
+    return {"path": str(out), "steps": config["provenance"]["steps"],
+            "n_images": config["provenance"]["n_images"],
+            "batch_size": config["provenance"]["batch_size"],
+            "modalities": config["modalities"], "final_loss": float(loss.tail(50).mean()),
+            "seconds": round(sum(times.values()), 1)}
+
+
+def simulate_site(root: Path, n: int, args: argparse.Namespace):
+    """The site of size ``n``: MNI maps only, one site, planted effects (cached)."""
+    config = SimulationConfig.fast(n_subjects=n, n_sites=1, modalities=("T1w",), native=False,
+                                   mnimaps=True, maps=("GM",), subject_truth=False,
+                                   mni_resolution=args.resolution, seed=args.seed)
+    marker = root / "site.json"
+    if marker.is_file():
+        return SimpleSim(root / "bids")
+    start = time.perf_counter()
+    simulate_dataset(root / "bids", config, overwrite=True)
+    atomic_write_text(marker, json.dumps({"seconds": round(time.perf_counter() - start, 1)}))
+    return SimpleSim(root / "bids")
+
+
+class SimpleSim:
+    """Where a simulated site's parts are (``simulate_dataset``'s result, re-opened)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.groundtruth = root / "derivatives" / "groundtruth"
+        self.mnimaps = root / "derivatives" / "mnimaps"
+        self.table = pd.read_csv(self.groundtruth / "simulation.tsv", sep="\t")
+
+
+def run_cell(n: int, mode: str, args: argparse.Namespace) -> list[dict]:
+    """Group level of one site size and mode; its result rows (cached)."""
+    root = args.work / f"n{n}"
+    record = root / f"{mode}.json"
+    if (done := _done(record)) is not None:
+        return done
+    root.mkdir(parents=True, exist_ok=True)
+    sim = simulate_site(root, n, args)
+    out = root / mode
+    if out.exists():
+        shutil.rmtree(out)
+    reference = effect_path(sim.groundtruth, "GM", "diagnosis", args.resolution)
+    command = [BIDS_GENBRAIN, sim.root, out, "group", "--derivatives", sim.mnimaps,
+               "--resolution", f"{args.resolution:g}", "--preset", "tiny",
+               "--steps", args.steps, "--batch-size", args.batch_size,
+               "--n-synthetic", args.n_synthetic, "--sampling-steps", args.sampling_steps,
+               "--modality", "GM", "--condition", "age", "sex", "--contrast", "diagnosis",
+               "--seed", args.seed, "--reference-map", reference, "--nprocs", 1,
+               "--work-dir", out / "work"]
+    if mode == "finetune":
+        command += ["--model", args.work / "population_model"]
+    seconds = _run(command, root / f"{mode}.log")
+    rows = evaluate(n, mode, sim, out, args, seconds)
+    atomic_write_text(record, json.dumps(rows, indent=2) + "\n")
+    return rows
 
 
 def planted_region(truth: np.ndarray) -> tuple[np.ndarray, int]:
@@ -130,42 +220,62 @@ def maps_correlation(a: Path, b: Path) -> float:
     return float(np.corrcoef(x[keep], y[keep])[0, 1])
 
 
-def evaluate(n: int, sim, out: Path, args: argparse.Namespace, timings: dict) -> list[dict]:
-    """Rows of the result table (one per map) for one site size."""
+def synthetic_intervals(out: Path, reference_path: Path, kept: np.ndarray,
+                        args: argparse.Namespace) -> pd.DataFrame:
+    """Bootstrap intervals of the synthetic map's agreement, over the kept synthetic images."""
+    store = CohortStore(out / "work" / "group" / "synthetic_cohort")
+    table = store.table.iloc[kept].reset_index(drop=True)
+    for column in ("diagnosis", "sex"):
+        table[column] = table[column].astype(str)
+    reference = reference_vector(nb.load(reference_path), resolution=args.resolution,
+                                 mask=store.mask())
+    boot = bootstrap_comparison(store.data, table, reference, rows=kept, contrast="diagnosis",
+                                confounds=["age", "sex"], n_boot=N_BOOT, seed=args.seed,
+                                progress=False)
+    return boot.summary
+
+
+def evaluate(n: int, mode: str, sim: SimpleSim, out: Path, args: argparse.Namespace,
+             seconds: float) -> list[dict]:
+    """Rows of the result table (one per map) for one site size and mode."""
     bwas = out / "group" / "bwas"
     table = pd.read_csv(bwas / "contrast-diagnosis_comparison.tsv", sep="\t").set_index("metric")
+    reference = effect_path(sim.groundtruth, "GM", "diagnosis", args.resolution)
     truth, truth_meta = load_effect_map(sim.groundtruth, "GM", "diagnosis", args.resolution)
     region, truth_sign = planted_region(truth)
     memo = pd.read_csv(bwas / "memorization.tsv", sep="\t")
+    kept = np.flatnonzero(~memo["flagged"].to_numpy(dtype=bool))
     loss = pd.read_csv(out / "group" / "model" / "loss.tsv", sep="\t")["loss"]
+    provenance = json.loads((out / "group" / "model" / "config.json").read_text())["provenance"]
     groups = sim.table["diagnosis"].value_counts()
-    descs = ("real",) if args.real_only else ("real", "synthetic")
     paths = {desc: bwas / (STATMAP.format(res=res_label(args.resolution), desc=desc)
-                           + ".nii.gz") for desc in descs}
-    synthetic_real_r = (math.nan if args.real_only
-                        else maps_correlation(paths["real"], paths["synthetic"]))
+                           + ".nii.gz") for desc in ("real", "synthetic")}
+    synthetic_ci = synthetic_intervals(out, reference, kept, args)
     rows = []
     for desc, path in paths.items():
         levels = json.loads(path.with_name(path.name.replace(".nii.gz", ".json"))
                             .read_text())["Levels"]
         inside, outside = region_means(path, region)
-        row = {"n": n, "n_CN": int(groups.get("CN", 0)),
+        row = {"n": n, "mode": mode, "n_CN": int(groups.get("CN", 0)),
                "n_patient": int(groups.get("patient", 0)), "map": desc,
                "d_direction": f"{levels['active']} - {levels['reference']}"}
         for metric in METRICS:
-            row[metric] = table.loc[metric, desc]
-            low = table.loc[metric, "real_ci_low"] if desc == "real" else math.nan
-            high = table.loc[metric, "real_ci_high"] if desc == "real" else math.nan
-            row[f"{metric}_ci_low"], row[f"{metric}_ci_high"] = low, high
+            row[metric] = float(table.loc[metric, desc])
+            if desc == "real":
+                low, high = table.loc[metric, "real_ci_low"], table.loc[metric, "real_ci_high"]
+            else:
+                low, high = synthetic_ci.loc[metric, "ci_low"], synthetic_ci.loc[metric, "ci_high"]
+            row[f"{metric}_ci_low"], row[f"{metric}_ci_high"] = float(low), float(high)
         row.update({
             "mean_d_region": inside, "mean_d_outside": outside,
             "truth_sign_region": truth_sign,
             "direction_agrees": bool(np.sign(inside) == truth_sign and row["r"] > 0),
-            "n_synthetic_kept": int((~memo["flagged"]).sum()),
+            "n_synthetic_kept": int(len(kept)),
             "synthetic_median_max_r": float(memo["max_r"].median()),
             "final_loss": float(loss.tail(10).mean()),
-            "synthetic_real_d_r": synthetic_real_r,
-            "simulate_s": round(timings["simulate"], 1), "group_s": round(timings["group"], 1),
+            "lr": float(provenance["train_config"]["lr"]),
+            "synthetic_real_d_r": maps_correlation(paths["real"], paths["synthetic"]),
+            "group_s": round(seconds, 1),
             "truth_description": truth_meta.get("Description", ""),
         })
         rows.append(row)
@@ -179,112 +289,141 @@ def _fmt(value: float, low: float = math.nan, high: float = math.nan) -> str:
     return text + (f" [{low:.3f}, {high:.3f}]" if np.isfinite(low) else "")
 
 
-def markdown(results: pd.DataFrame, args: argparse.Namespace, total_s: float) -> str:
-    """The Markdown report: settings, sign convention, agreement table, verdicts, timings."""
-    real = results[results["map"] == "real"].set_index("n")
-    synth = results[results["map"] == "synthetic"].set_index("n")
+def _lrs(results: pd.DataFrame) -> str:
+    rates = {mode: sorted(set(part["lr"])) for mode, part in results.groupby("mode", sort=True)}
+    return ", ".join(f"{mode} {'/'.join(f'{r:g}' for r in lr)}" for mode, lr in rates.items())
+
+
+def markdown(results: pd.DataFrame, args: argparse.Namespace, pretrain: dict | None,
+             population: dict | None, note: str) -> str:
+    """The Markdown report: settings, sign convention, agreement tables, the claim, timings."""
     direction = results["d_direction"].iloc[0]
-    if args.real_only:
-        model = "real-sample map only (the model is trained for 1 step; synthetic rows omitted)"
-    else:
-        model = (f"`tiny` model trained from scratch (default learning rate), {args.steps} "
-                 f"steps of batch "
-                 f"{args.batch_size}, {args.n_synthetic} synthetic images with "
-                 f"{args.sampling_steps} DDIM steps")
     lines = [
         "# BWAS maps against the planted truth (group level through the CLI)", "",
-        f"Single-site simulated studies (`SimulationConfig.fast`, {args.n_sites} site(s), MNI "
-        f"maps on the {args.resolution:g} mm grid, seed {args.seed}); group level: {model}, "
-        f"{MODALITY_NAMES.get(args.modality, args.modality)}, contrast diagnosis, confounds "
-        "age and sex; reference map = the planted "
-        "GM diagnosis effect. Real-map intervals: 95 % bootstrap over the real participants "
-        f"(200 draws). Total wall time {total_s / 60:.1f} min on a shared 2-core CPU.", "",
+        f"Single-site simulated studies (`SimulationConfig.fast`, MNI maps only, "
+        f"{args.resolution:g} mm grid, seed {args.seed}); group level: `tiny` model, "
+        f"{args.steps} steps of batch {args.batch_size}, {args.n_synthetic} synthetic images "
+        f"(balanced over diagnosis) with {args.sampling_steps} DDIM steps, GM probability, "
+        "contrast diagnosis, confounds age and sex; reference map = the planted GM diagnosis "
+        "effect. Modes: `scratch` = trained from scratch on the site; `finetune` = "
+        "fine-tuned from the population checkpoint below, adding the diagnosis embedder "
+        f"(learning rates, from the models' provenance: {_lrs(results)}).", "",
+    ]
+    if pretrain is not None:
+        lines += [
+            f"Population checkpoint: `genbrain simulate --population` with {population['n']} "
+            f"healthy participants (18-90 years, both sexes, 4 sites; "
+            f"{population['seconds'] / 60:.1f} min), `genbrain pretrain` of `tiny` on "
+            f"{pretrain['n_images']} images ({', '.join(pretrain['modalities'])}; modality "
+            f"index as a condition, age and sex), {pretrain['steps']} steps of batch "
+            f"{pretrain['batch_size']} ({pretrain['seconds'] / 60:.1f} min), final loss "
+            f"{pretrain['final_loss']:.4f}.", ""]
+    lines += [
+        "Intervals: 95 % normal bootstrap (Fisher z for r), 200 draws: the real map's over "
+        "the site's participants (within each group), the synthetic map's over the synthetic "
+        "images kept by the privacy gate (the sampling of the synthetic cohort only, not the "
+        "training of the model).", "",
         f"Sign: d = {direction} (statmap sidecar `Levels`); the truth is "
-        f"\"{results['truth_description'].iloc[0]}\", negative in the planted regions. Both "
-        "are patient minus control, so agreement means r > 0 and a negative mean d in the "
-        "regions.", "",
-        "| N (CN/patient) | map | r | Dice d>0 | Dice d<0 | Dice micro | Dice top 20 % "
-        "| mean d in regions | mean d elsewhere | direction agrees |",
+        f"\"{results['truth_description'].iloc[0]}\", negative in the planted regions. "
+        "Agreement means r > 0 and a negative mean d in the regions.", "",
+        *([note, ""] if note else []),
+        "| N (CN/patient) | mode | map | r | Dice d>0 | Dice d<0 | Dice micro | Dice top 20 % "
+        "| mean d in regions | mean d elsewhere |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in results.itertuples(index=False):
         cells = [_fmt(getattr(row, m), getattr(row, f"{m}_ci_low"),
                       getattr(row, f"{m}_ci_high")) for m in METRICS]
-        lines.append(f"| {row.n} ({row.n_CN}/{row.n_patient}) | {row.map} | "
+        lines.append(f"| {row.n} ({row.n_CN}/{row.n_patient}) | {row.mode} | {row.map} | "
                      + " | ".join(cells)
-                     + f" | {row.mean_d_region:.3f} | {row.mean_d_outside:.3f} "
-                     f"| {'yes' if row.direction_agrees else 'no'} |")
-    if args.real_only:
-        return "\n".join(lines) + "\n"
-    lines += ["", "Synthetic beats the real sample (r, Dice top 20 %):", ""]
-    for n in real.index:
+                     + f" | {row.mean_d_region:.3f} | {row.mean_d_outside:.3f} |")
+    lines += ["", "## The GenBrain claim: does the synthetic map beat the real site map?", ""]
+    for (n, mode), part in results.groupby(["n", "mode"], sort=True):
+        real = part[part["map"] == "real"].iloc[0]
+        synth = part[part["map"] == "synthetic"].iloc[0]
         verdict = []
         for metric in ("r", "dice_top"):
-            s, r = synth.loc[n, metric], real.loc[n, metric]
-            above = s > real.loc[n, f"{metric}_ci_high"]
-            verdict.append(f"{metric} {s:.3f} vs {r:.3f}: "
-                           f"{'yes' if s > r else 'no'}"
+            s, r = synth[metric], real[metric]
+            above = s > real[f"{metric}_ci_high"]
+            verdict.append(f"{metric} {s:.3f} vs {r:.3f}: {'yes' if s > r else 'no'}"
                            f"{' (above the real CI)' if above else ''}")
-        lines.append(f"* N = {n}: " + "; ".join(verdict))
-    lines += ["", "| N | synthetic kept | median max r synthetic vs training "
-              "| r synthetic d vs real d | final loss | simulate s | group level s |",
+        lines.append(f"* N = {n}, {mode}: " + "; ".join(verdict))
+    lines += ["", "| N | mode | r synthetic d vs real d | synthetic kept "
+              "| median max r synthetic vs training | final loss | group level s |",
               "|---|---|---|---|---|---|---|"]
-    for n, row in synth.iterrows():
-        lines.append(f"| {n} | {row.n_synthetic_kept} | {row.synthetic_median_max_r:.3f} "
-                     f"| {row.synthetic_real_d_r:.3f} | {row.final_loss:.3f} "
-                     f"| {row.simulate_s} | {row.group_s} |")
+    for row in results[results["map"] == "synthetic"].itertuples(index=False):
+        lines.append(f"| {row.n} | {row.mode} | {row.synthetic_real_d_r:.3f} "
+                     f"| {row.n_synthetic_kept} | {row.synthetic_median_max_r:.3f} "
+                     f"| {row.final_loss:.4f} | {row.group_s} |")
     return "\n".join(lines) + "\n"
+
+
+def stage_report(args: argparse.Namespace) -> str:
+    rows = []
+    for n in args.sizes:
+        for mode in args.modes:
+            cell = _done(args.work / f"n{n}" / f"{mode}.json")
+            if cell is None:
+                raise SystemExit(f"N={n} {mode}: not run yet (--stage group)")
+            rows += cell
+    results = pd.DataFrame(rows)
+    pretrain = (_pretrain_info(args.work / "population_model")
+                if "finetune" in args.modes else None)
+    population = _done(args.work / "population.json")
+    name = f"bench_bwas_truth_{args.name}"
+    args.out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(args.out / f"{name}.tsv",
+                      results.drop(columns="truth_description")
+                      .to_csv(sep="\t", index=False, na_rep="n/a", float_format="%.4f"))
+    report = markdown(results, args, pretrain, population, args.note)
+    atomic_write_text(args.out / f"{name}.md", report)
+    return report
 
 
 def main() -> None:
     """Command line entry point."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, required=True,
+                        help="Folder for every stage's data and results (kept; stages done "
+                             "are skipped).")
+    parser.add_argument("--stage", nargs="+", default=["population", "pretrain", "group",
+                                                       "report"],
+                        choices=["population", "pretrain", "group", "report"])
     parser.add_argument("--sizes", type=int, nargs="+", default=[20, 40, 80])
-    parser.add_argument("--n-sites", type=int, default=1)
+    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     parser.add_argument("--resolution", type=float, default=4.0)
-    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--n-synthetic", type=int, default=200)
     parser.add_argument("--sampling-steps", type=int, default=15)
+    parser.add_argument("--population", type=int, default=1000,
+                        help="Participants of the simulated population.")
+    parser.add_argument("--pretrain-steps", type=int, default=4000)
+    parser.add_argument("--pretrain-batch-size", type=int, default=16)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--modality", default="GM", help="Map modelled (GM or GMmod).")
-    parser.add_argument("--real-only", action="store_true",
-                        help="Measure only the real-sample map (1 training step).")
-    parser.add_argument("--keep", type=Path, default=None,
-                        help="Keep the simulated datasets and outputs here (default: a "
-                             "temporary folder, removed).")
+    parser.add_argument("--name", default="GM", help="Results are bench_bwas_truth_NAME.*")
+    parser.add_argument("--note", default="", help="A line on the run (machine, load).")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args()
-    if args.real_only:
-        args.steps, args.n_synthetic, args.sampling_steps = 1, 8, 2
-    name = f"bench_bwas_truth_{args.modality}" + ("_real" if args.real_only else "")
-
-    start = time.perf_counter()
-    rows: list[dict] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        work = args.keep or Path(tmp)
+    args.work.mkdir(parents=True, exist_ok=True)
+    args.work = args.work.resolve()
+    if "population" in args.stage and "finetune" in args.modes:
+        info = stage_population(args)
+        CONSOLE.print(f"population: {info['n']} participants ({info['seconds']} s)")
+    if "pretrain" in args.stage and "finetune" in args.modes:
+        info = stage_pretrain(args)
+        CONSOLE.print(f"population checkpoint: {info['steps']} steps, loss "
+                      f"{info['final_loss']:.4f}")
+    if "group" in args.stage:
         for n in args.sizes:
-            root = work / f"n{n}"
-            timings = {}
-            with CONSOLE.status(f"N={n}: simulating"):
-                t0 = time.perf_counter()
-                sim = simulate_site(root, n, n_sites=args.n_sites, resolution=args.resolution,
-                                    seed=args.seed)
-                timings["simulate"] = time.perf_counter() - t0
-            with CONSOLE.status(f"N={n}: group level ({args.steps} steps, "
-                                f"{args.n_synthetic} synthetic; log {root / 'out.log'})"):
-                timings["group"] = run_group(sim, root / "out", args)
-            rows += evaluate(n, sim, root / "out", args, timings)
-            CONSOLE.print(f"N={n}: done in {sum(timings.values()):.0f} s")
-    total = time.perf_counter() - start
-    results = pd.DataFrame(rows)
-    args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out / f"{name}.tsv",
-                      results.drop(columns="truth_description")
-                      .to_csv(sep="\t", index=False, na_rep="n/a", float_format="%.4f"))
-    report = markdown(results, args, total)
-    atomic_write_text(args.out / f"{name}.md", report)
-    print(report)
+            for mode in args.modes:
+                with CONSOLE.status(f"N={n} {mode}: group level"):
+                    rows = run_cell(n, mode, args)
+                CONSOLE.print(f"N={n} {mode}: r real {rows[0]['r']:.3f}, synthetic "
+                              f"{rows[1]['r']:.3f}, synthetic vs real "
+                              f"{rows[1]['synthetic_real_d_r']:.3f} ({rows[0]['group_s']} s)")
+    if "report" in args.stage:
+        print(stage_report(args))
 
 
 if __name__ == "__main__":

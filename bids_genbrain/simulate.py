@@ -295,6 +295,9 @@ def _write_groundtruth_metadata(gt_root: Path, config: SimulationConfig,
                        dtype=np.float32)
     for (measure, covariate), (data, sidecar) in effect_maps(
             template, grid, mask, wm, mnimaps=config.mnimaps).items():
+        sidecar = {**sidecar, "Description": f"Planted effect (simulated ground truth): "
+                                             f"{sidecar['Description'][0].lower()}"
+                                             f"{sidecar['Description'][1:]}"}
         write_image(nb.Nifti1Image(data, affine),
                     effect_path(gt_root, measure, covariate, config.mni_resolution), sidecar)
 

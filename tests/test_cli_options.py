@@ -182,8 +182,12 @@ def test_genbrain_commands_have_short_help(command, capsys):
 def test_genbrain_bad_value_is_one_line(capsys, tmp_path):
     code, _, err = call(tools.main, ["simulate", tmp_path / "s", "--n-subjects", "abc"], capsys)
     assert "--n-subjects" in one_line_error(code, err, "genbrain")
-    code, _, err = call(tools.main, ["demo", tmp_path / "d", "--n-subjects", "0"], capsys)
-    assert "n_subjects must be at least 1" in one_line_error(code, err, "genbrain demo")
+    code, _, err = call(tools.main, ["demo", tmp_path / "d", "--site-size", "4"], capsys)
+    assert "--site-size" in one_line_error(code, err, "genbrain")
+    (tmp_path / "used").mkdir()
+    (tmp_path / "used" / "file").write_text("x")
+    code, _, err = call(tools.main, ["demo", tmp_path / "used"], capsys)
+    assert "is not empty" in one_line_error(code, err, "genbrain demo")
 
 
 def test_plugin_args_file_is_read(tiny, tmp_path):

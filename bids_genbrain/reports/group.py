@@ -72,6 +72,16 @@ FIDELITY_SHOWN = ["contrast", "n_real", "n_synthetic", "r_d", "cosine_t", "r_d_c
                   "r_d_second", "r_d_real_split", "status"]
 
 
+def _describe_reference(path: Path) -> str:
+    """``name`` and, when its JSON sidecar has one, its Description (e.g. a planted effect)."""
+    sidecar = Path(str(path).removesuffix(".gz").removesuffix(".nii") + ".json")
+    try:
+        description = json.loads(sidecar.read_text(encoding="utf-8")).get("Description")
+    except (OSError, ValueError, AttributeError):
+        description = None
+    return f"{path.name} ({description})" if description else path.name
+
+
 def _sizes(design) -> str:
     if design.group_sizes:
         return ", ".join(f"{n} {lev}" for lev, n in design.group_sizes.items())
@@ -202,7 +212,8 @@ def write_group_report(config: Config, *, site, plan, model, synthetic, gate, fi
         if comparison is not None:
             sections.append(Section(
                 "Agreement with the reference map", tables=[comparison.table],
-                text="Pearson r and Dice of the d maps with --reference-map; the real map's "
+                text=f"Pearson r and Dice of the d maps with --reference-map "
+                     f"{_describe_reference(config.reference_map)}; the real map's "
                      "95 % interval is a normal bootstrap interval over its participants "
                      "(estimate +- 1.96 bootstrap standard errors, Fisher z scale for r)."))
 

@@ -150,6 +150,37 @@ def _load_on_grid(path: Path, shape: tuple[int, ...], affine: np.ndarray) -> np.
     return np.asanyarray(img.dataobj, dtype=np.float32)
 
 
+def image_values(path: Path | str, resolution: float) -> np.ndarray:
+    """Brain-mask voxels (mask order, original units) of an MNI-space image on a model grid.
+
+    Parameters
+    ----------
+    path : path-like
+        A 3D image in MNI152NLin6Asym space (resampled, with a warning, when on another grid).
+    resolution : float
+        Model grid (mm).
+
+    Returns
+    -------
+    ndarray of float32, shape (n_voxels,)
+
+    Raises
+    ------
+    CohortError
+        Not 3D, or non-finite values inside the brain mask.
+    """
+    shape, affine = mni_grid(resolution)
+    return _grid_values(Path(path), shape, affine, brain_mask(resolution))
+
+
+def _grid_values(path: Path, shape: tuple[int, ...], affine: np.ndarray,
+                 mask: np.ndarray) -> np.ndarray:
+    values = _load_on_grid(path, shape, affine)[mask]
+    if not np.all(np.isfinite(values)):
+        raise CohortError(f"{path}: non-finite values inside the brain mask")
+    return values
+
+
 def _match_conditions(images: pd.DataFrame, participants: pd.DataFrame | None,
                       conditions: Sequence[str]) -> pd.DataFrame:
     """Attach condition columns (typed as in ``participants``) to the image rows."""
@@ -345,9 +376,7 @@ def _init_reader(raw: str, mask: np.ndarray, shape: tuple[int, ...], affine: np.
 def _read_one(task: tuple[int, str]) -> tuple[int, np.ndarray]:
     """Read image ``i`` into row ``i`` of the raw file; return its robust range."""
     i, path = task
-    values = _load_on_grid(Path(path), _WORKER["shape"], _WORKER["affine"])[_WORKER["mask"]]
-    if not np.all(np.isfinite(values)):
-        raise CohortError(f"{path}: non-finite values inside the brain mask")
+    values = _grid_values(Path(path), _WORKER["shape"], _WORKER["affine"], _WORKER["mask"])
     payload = memoryview(np.ascontiguousarray(values, dtype=np.float32)).cast("B")
     offset, done = i * payload.nbytes, 0
     while done < payload.nbytes:
@@ -550,6 +579,24 @@ class CohortStore:
     def denormalise(self, values: np.ndarray, modality: str) -> np.ndarray:
         """Map store values of ``modality`` back to the original units."""
         return denormalise(values, self.normalisation[modality])
+
+
+def normalise(values: np.ndarray, norm: dict[str, Any]) -> np.ndarray:
+    """Map original units of one modality to store space: ``clip((v - lo) / (hi - lo), 0, 1)``.
+
+    Parameters
+    ----------
+    values : ndarray
+        Original units.
+    norm : dict
+        ``{"lo": float, "hi": float}`` from the store or checkpoint.
+
+    Returns
+    -------
+    ndarray of float32
+    """
+    scaled = (np.asarray(values, dtype=np.float64) - norm["lo"]) / (norm["hi"] - norm["lo"])
+    return np.clip(scaled, 0.0, 1.0).astype(np.float32)
 
 
 def denormalise(values: np.ndarray, norm: dict[str, Any]) -> np.ndarray:

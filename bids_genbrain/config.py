@@ -22,7 +22,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .derivatives import TEMPLATE
+from .derivatives import IMAGE_MODALITIES, TEMPLATE
 from .errors import InputError
 
 ANALYSIS_LEVELS = ("participant", "group")
@@ -36,9 +36,10 @@ OUTPUT = "Outputs"
 PERFORMANCE = "Performance"
 PREPROCESSING = "Preprocessing (participant level)"
 GROUP = "Group level (model, synthetic cohort, BWAS)"
+TASKS = "Image tasks (participant level, with a --model from genbrain finetune)"
 RUN = "Run control"
 COMPAT = "fMRIPrep compatibility (accepted; no effect here)"
-PANELS = (INPUT, OUTPUT, PERFORMANCE, PREPROCESSING, GROUP, RUN, COMPAT)
+PANELS = (INPUT, OUTPUT, PERFORMANCE, PREPROCESSING, GROUP, TASKS, RUN, COMPAT)
 
 NATIVE_SPACES = ("anat", "T1w")
 """fMRIPrep's names of the native anatomical space (its outputs are always written)."""
@@ -266,9 +267,10 @@ class Config:
         50, panel=GROUP, minimum=1, maximum=1000, metavar="N", help="DDIM steps.")
     cfg_scale: float = option(
         1.2, panel=GROUP, minimum=0.0, metavar="W", help="Classifier-free guidance scale.")
-    average: int = option(
-        1, panel=GROUP, minimum=1, metavar="K",
-        help="Samples averaged per synthetic image (paper: 5).")
+    average: int | None = option(
+        None, panel=GROUP, minimum=1, metavar="K",
+        default_text="5 with --enhance/--impute (the paper's), 1 for the group level",
+        help="Samples averaged per synthetic, enhanced or imputed image.")
     privacy_threshold: float = option(
         0.95, panel=GROUP, above=0.0, maximum=1.0, metavar="R",
         help="Raw Pearson r above which the GenBrain paper's check calls a synthetic image a "
@@ -280,6 +282,19 @@ class Config:
              "memorization on people the model never saw: auto (20 %, stratified by the "
              "contrast, when that holds out at least 10 per group), none, or a fraction in "
              "(0, 0.5].")
+    # image tasks (bids_genbrain.tasks)
+    enhance: bool = option(
+        False, panel=TASKS,
+        help="Enhance each participant's preprocessed images of the modalities the --model "
+             "was trained for (desc-enhanced).")
+    impute: str | None = option(
+        None, panel=TASKS, choices=IMAGE_MODALITIES, metavar="MODALITY",
+        help="Impute MODALITY from the --model's sources for participants that lack it "
+             "(desc-synthetic).")
+    impute_existing: bool = option(
+        False, panel=TASKS,
+        help="With --impute, also impute for participants that have the modality, to compare "
+             "with the real image.")
     # run control
     stop_on_first_crash: bool = option(
         False, panel=RUN,
@@ -363,6 +378,7 @@ class Config:
             setattr(self, name, spec.check(flag_of(name), getattr(self, name)))
         self._resolve_spaces()
         self._resolve_memory()
+        self._check_tasks()  # before any --model download
         self._check_folders()
         self._check_names()
         if self.model is not None:  # a folder or URL, fetched, hash/grid/mask checked
@@ -488,6 +504,27 @@ class Config:
     @classmethod
     def _field_spec(cls, name: str) -> Option:
         return cls.__dataclass_fields__[name].metadata["option"]
+
+    def _check_tasks(self) -> None:
+        """``--enhance``/``--impute``: participant level, with a --model; resolve ``average``."""
+        wanted = self.enhance or self.impute is not None
+        if self.impute_existing and self.impute is None:
+            raise InputError("--impute-existing needs --impute MODALITY")
+        if wanted:
+            flag = "--enhance" if self.enhance else f"--impute {self.impute}"
+            if "participant" not in self.analysis_level:
+                raise InputError(f"{flag} is a participant-level option; run the participant "
+                                 "level with it")
+            if self.enhance and self.impute is not None:
+                raise InputError("--enhance and --impute need different models; give one")
+            if self.check_only:
+                raise InputError(f"--check-only writes no images; it cannot be combined with "
+                                 f"{flag}")
+            if self.model is None:
+                raise InputError(f"{flag} needs --model CKPT, a model from genbrain finetune "
+                                 f"--task {'enhance' if self.enhance else 'synthesize'}")
+        if self.average is None:  # the paper averages 5 samples per enhanced/imputed image
+            self.average = 5 if wanted else 1
 
     def _check_names(self) -> None:
         """Values that name something known elsewhere: preset, nipype plugin, CUDA."""

@@ -146,6 +146,8 @@ class ParticipantResult:
     images: list[ImageInfo] = field(default_factory=list)
     sessions: list[str | None] = field(default_factory=list)
     log_dir: Path | None = None
+    input_error: bool = False
+    """The failure is bad input of this participant (e.g. a source the model needs)."""
 
     def row(self, config: Config) -> dict[str, object]:
         """This participant's row of the summary table."""
@@ -164,7 +166,7 @@ def _write_crash_log(log_dir: Path, subject: str, text: str) -> Path:
 
 def _participant_report(config: Config, result: ParticipantResult,
                         sessions: list[SessionImages], covariates: pd.Series | None,
-                        failures: list[str]) -> Path:
+                        failures: list[str], tasks: list[Section] = ()) -> Path:
     sections = []
     summary = (
         f"Participant sub-{result.subject}: {len(result.images)} anatomical image(s) in "
@@ -185,6 +187,7 @@ def _participant_report(config: Config, result: ParticipantResult,
         from .reports.participant import preprocessing_sections
 
         sections.extend(preprocessing_sections(config.output_dir, result.subject, failures))
+    sections.extend(tasks)
     if result.log_dir is not None:
         sections.append(Section("Logs", text=f"Log, settings and crash files of this run: "
                                 f"{result.log_dir.relative_to(config.output_dir)}/"))
@@ -201,13 +204,17 @@ def _participant_report(config: Config, result: ParticipantResult,
             f" resampled once onto the {config.resolution:g} mm grid, and modulated GM maps"
             " (GM x Jacobian determinant) computed, in a Nipype workflow."
         )
+    if tasks:
+        from .tasks.run import methods_text
+
+        methods += " " + methods_text(config)
     return render_report(f"sub-{result.subject}", sections,
                          config.output_dir / f"sub-{result.subject}.html", methods=methods)
 
 
 def process_participant(config: Config, layout, subject: str, queries: dict,
                         covariates: pd.DataFrame | None,
-                        log_dir: Path | None = None) -> ParticipantResult:
+                        log_dir: Path | None = None, task_model=None) -> ParticipantResult:
     """Check one participant's images, preprocess them, and write its report.
 
     With ``--reports-only`` nothing is processed: the report is rebuilt from existing outputs
@@ -226,11 +233,14 @@ def process_participant(config: Config, layout, subject: str, queries: dict,
         shown in the report.
     log_dir : pathlib.Path, optional
         The participant's log folder of this run (crash files, nipype log, methods).
+    task_model : bids_genbrain.tasks.run.TaskModel, optional
+        Image-task model to apply after preprocessing (``--enhance``/``--impute``).
 
     Returns
     -------
     ParticipantResult
-        ``status`` is ``"failed"`` with a one-line ``reason`` when an image cannot be used.
+        ``status`` is ``"failed"`` with a one-line ``reason`` when an image cannot be used
+        (``input_error`` when the task model lacks a source image of the participant).
     """
     result = ParticipantResult(subject, log_dir=log_dir)
     sessions = collect_anat(layout, subject, sessions=config.session_label, queries=queries)
@@ -258,8 +268,16 @@ def process_participant(config: Config, layout, subject: str, queries: dict,
             config, subject, {ses.session: ses.images for ses in sessions}, log_dir=log_dir)
         if failures:
             result.status, result.reason = "failed", "; ".join(failures)
+    tasks: list[Section] = []
+    if task_model is not None and result.status == "ok":
+        from .tasks.run import apply_to_participant
+
+        tasks, problem = apply_to_participant(config, task_model, subject,
+                                              [s.session for s in sessions])
+        if problem:
+            result.status, result.reason, result.input_error = "failed", problem, True
     row = covariates.loc[subject] if covariates is not None and subject in covariates.index else None
-    _participant_report(config, result, sessions, row, failures)
+    _participant_report(config, result, sessions, row, failures, tasks)
     return result
 
 
@@ -274,10 +292,12 @@ def _recorded_outcome(output_dir: Path, result: ParticipantResult) -> None:
 
 
 def _run_one(config: Config, layout, subject: str, queries: dict,
-             covariates: pd.DataFrame | None, log_dir: Path) -> ParticipantResult:
+             covariates: pd.DataFrame | None, log_dir: Path,
+             task_model=None) -> ParticipantResult:
     """One participant, never raising: a crash is a failed result with a crash file."""
     try:
-        result = process_participant(config, layout, subject, queries, covariates, log_dir)
+        result = process_participant(config, layout, subject, queries, covariates, log_dir,
+                                     task_model)
     except Exception as exc:  # noqa: BLE001 - one participant never sinks the others
         crash = _write_crash_log(log_dir, subject, traceback.format_exc())
         result = ParticipantResult(subject, "failed", f"{type(exc).__name__}: {exc} "
@@ -352,6 +372,11 @@ def run_participant_level(config: Config, log: RunLog) -> list[ParticipantResult
         A requested participant that the dataset lacks or that has no anatomical image, or
         a dataset where no participant has one.
     """
+    task_model = None
+    if (config.enhance or config.impute is not None) and not config.reports_only:
+        from .tasks.run import load_task_model
+
+        task_model = load_task_model(config)  # a wrong model fails here, before any work
     layout = load_layout(config.bids_dir, validate=not config.skip_bids_validation)
     table = _participants_table(config.bids_dir)
     queries = read_filter_file(config.bids_filter_file)
@@ -400,7 +425,8 @@ def run_participant_level(config: Config, log: RunLog) -> list[ParticipantResult
                 result = process_participant(config, layout, subject, queries, covariates)
             else:
                 with participant_log(out, subject, config.run_id, toml) as log_dir:
-                    result = _run_one(config, layout, subject, queries, covariates, log_dir)
+                    result = _run_one(config, layout, subject, queries, covariates, log_dir,
+                                      task_model)
             log.outcome(f"sub-{subject}", result.status, result.reason)
             results.append(result)
             progress.advance(task)

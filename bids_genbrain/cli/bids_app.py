@@ -39,7 +39,7 @@ def _variadic_options() -> tuple[str, ...]:
                  if typing.get_origin(hints[name]) is list)
 
 
-def normalize_argv(argv: list[str]) -> list[str]:
+def normalize_argv(argv: list[str], variadic: tuple[str, ...] | None = None) -> list[str]:
     """Rewrite BIDS-Apps style arguments into what click parses.
 
     ``--participant_label`` becomes ``--participant-label``; ``--participant-label 01 02``
@@ -50,12 +50,14 @@ def normalize_argv(argv: list[str]) -> list[str]:
     ----------
     argv : list of str
         Arguments without the program name.
+    variadic : tuple of str, optional
+        Options that take several values (default: the BIDS-App's list options).
 
     Returns
     -------
     list of str
     """
-    variadic = _variadic_options()
+    variadic = _variadic_options() if variadic is None else variadic
     out: list[str] = []
     current: str | None = None
     for token in argv:
@@ -218,7 +220,8 @@ def run(config: Config) -> int:
     -------
     int
         0 on success (participants skipped for having no anatomical image do not count),
-        1 when some participant failed.
+        1 when some participant failed, 2 when every failure was bad input of that
+        participant (e.g. no source image for ``--impute``).
     """
     from ..locking import exclusive_lock
     from ..runlog import run_log
@@ -282,7 +285,8 @@ def _participant_level(config: Config, log) -> int:
     for r in failed:
         typer.echo(f"  sub-{r.subject}: {r.reason}", err=True)
     log.record["status"] = "finished with failures"
-    return 1
+    # 2 when every failure is bad input of that participant (a source --model needs is missing)
+    return 2 if all(r.input_error for r in failed) else 1
 
 
 def main(argv: list[str] | None = None) -> None:

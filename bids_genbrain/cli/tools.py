@@ -54,6 +54,9 @@ app.command("pretrain", cls=GroupedCommand)(pretrain)
 from .sample import sample  # noqa: E402
 
 app.command("sample", cls=GroupedCommand)(sample)
+from .finetune import finetune  # noqa: E402
+
+app.command("finetune", cls=GroupedCommand)(finetune)
 from .simulate import simulate  # noqa: E402
 
 app.command("simulate", cls=GroupedCommand)(simulate)
@@ -67,4 +70,10 @@ app.command("augment", cls=GroupedCommand)(augment)
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point of ``genbrain``."""
-    run_typer(app, list(sys.argv[1:] if argv is None else argv), PROG)
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] == "finetune":  # --source T1w T2w, as the BIDS-App's list options
+        from .bids_app import normalize_argv
+        from .finetune import VARIADIC
+
+        args = [args[0], *normalize_argv(args[1:], VARIADIC)]
+    run_typer(app, args, PROG)

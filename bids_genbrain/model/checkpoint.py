@@ -62,6 +62,10 @@ class GenBrain:
         Per modality ``{"lo", "hi", "method"}`` of the [0, 1] mapping.
     image_conditions : list of str
         Names of the extra input channels (in order), empty for plain generation.
+    task : dict
+        Image task the model was trained for (:class:`bids_genbrain.tasks.spec.ImageTask`
+        as a dict: ``name`` enhance/synthesize, ``modalities``, ``sources``, ``target``,
+        ``corruption``); empty for plain generation.
     provenance : dict
         Training record (data hash, steps, seed, versions, parent checkpoint ...).
     path : Path or None
@@ -73,6 +77,7 @@ class GenBrain:
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     normalisation: dict[str, dict[str, Any]] = field(default_factory=dict)
     image_conditions: list[str] = field(default_factory=list)
+    task: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
 
@@ -108,6 +113,7 @@ class GenBrain:
             "conditions": [c.to_dict() for c in self.model.conditions],
             "modalities": self.modalities,
             "image_conditions": list(self.image_conditions),
+            "task": dict(self.task),
             "normalisation": self.normalisation,
             "n_parameters": sum(p.numel() for p in self.model.parameters()),
             "provenance": self.provenance,
@@ -327,7 +333,28 @@ def load_checkpoint(folder: Path | str, device: str | torch.device = "cpu") -> G
     return GenBrain(model.to(device).eval(), arch, diffusion,
                     normalisation=dict(config.get("normalisation", {})),
                     image_conditions=list(config.get("image_conditions", [])),
+                    task=dict(config.get("task") or {}),
                     provenance=dict(config.get("provenance", {})), path=folder)
+
+
+def _task_line(task: Mapping[str, Any]) -> str:
+    if task.get("name") == "enhance":
+        return (f"Enhancement of {', '.join(task['modalities'])}: trained on pairs of a clean "
+                "image and a copy corrupted afresh at every step (k-space motion, Gaussian/"
+                f"Rician noise; parameters: {task.get('corruption')}); conditioned on the "
+                "modality index and the corrupted image.")
+    return (f"Modality synthesis {' + '.join(task['sources'])} -> {task['target']}: trained "
+            "on participants with every source and the target; conditioned on the modality "
+            "index and the source images.")
+
+
+def _use_line(task: Mapping[str, Any]) -> str:
+    if task.get("name") == "enhance":
+        return "bids_genbrain BIDS_DIR OUTPUT_DIR participant --model THIS_FOLDER --enhance"
+    if task.get("name") == "synthesize":
+        return (f"bids_genbrain BIDS_DIR OUTPUT_DIR participant --model THIS_FOLDER --impute "
+                f"{task['target']}")
+    return "genbrain sample THIS_FOLDER OUT --n 10 --age 70 --sex F --steps 50 --cfg 1.2"
 
 
 def now_iso() -> str:
@@ -376,6 +403,9 @@ def model_card(config: Mapping[str, Any]) -> str:
     if config.get("image_conditions"):
         names = ", ".join(config["image_conditions"])
         lines.append(f"- image conditions (input channels): {names}")
+    task = config.get("task") or {}
+    if task:
+        lines += ["", "## Task", _task_line(task)]
     lines += ["", "## Modalities and intensity mapping"]
     for m in config["modalities"]:
         n = config["normalisation"].get(m, {})
@@ -389,12 +419,8 @@ def model_card(config: Mapping[str, Any]) -> str:
             lines.append(f"- {key}: {prov[key]}")
     if "versions" in prov:
         lines.append("- versions: " + ", ".join(f"{k} {v}" for k, v in prov["versions"].items()))
+    lines += ["", "## Use", "```", _use_line(task), "```"]
     lines += [
-        "",
-        "## Use",
-        "```",
-        "genbrain sample THIS_FOLDER OUT --n 10 --age 70 --sex F --steps 50 --cfg 1.2",
-        "```",
         "",
         "## Limitations",
         "Samples reflect the training cohort only (its scanners, ages, populations). Check "

@@ -533,7 +533,8 @@ def fit(store: CohortStore, out: Path | str, config: TrainConfig, *,
         arch: ModelConfig | None = None, init: Path | str | None = None,
         init_modality: str | None = None, resume: bool = True,
         rows: np.ndarray | None = None, image_conditions: ImageConditionFn | None = None,
-        image_condition_names: Sequence[str] = ()) -> GenBrain:
+        image_condition_names: Sequence[str] = (),
+        task: dict[str, Any] | None = None) -> GenBrain:
     """Train from scratch (``arch``) or fine-tune a checkpoint (``init``) on a store.
 
     This is the library entry point the group level uses.
@@ -555,6 +556,9 @@ def fit(store: CohortStore, out: Path | str, config: TrainConfig, *,
     image_condition_names : sequence of str
         Names of the image-condition channels (recorded in the checkpoint); a checkpoint with
         fewer input channels is widened with zero weights.
+    task : dict, optional
+        Image task recorded in the checkpoint (``GenBrain.task``), e.g.
+        :meth:`bids_genbrain.tasks.spec.ImageTask.to_dict`.
 
     Returns
     -------
@@ -577,6 +581,7 @@ def fit(store: CohortStore, out: Path | str, config: TrainConfig, *,
     else:
         raise ValueError("give an architecture (arch) or a checkpoint to fine-tune (init)")
     bundle.image_conditions = names
+    bundle.task = dict(task or {})
     train(bundle, store, out, config, resume=resume, rows=rows,
           image_conditions=image_conditions)
     bundle.path = Path(out)

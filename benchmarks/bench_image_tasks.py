@@ -61,6 +61,7 @@ from bids_genbrain.model.diffusion import ddim_sample, initial_noise, sample_see
 from bids_genbrain.model.presets import default_lr, get_preset
 from bids_genbrain.model.train import TrainConfig, resolve_device
 from bids_genbrain.simulate import SimulationConfig, simulate_dataset
+from bids_genbrain.stats.glm import DesignError
 from bids_genbrain.tasks.finetune import finetune_task
 from bids_genbrain.tasks.pairs import corrupt_values, training_pairs
 from bids_genbrain.tasks.spec import ImageTask
@@ -322,8 +323,11 @@ def score(cases: list[Case], table: pd.DataFrame, args: argparse.Namespace
         case = next(c for c in cases if c.task == task and c.modality == modality)
         covariates = table.set_index("participant_id").loc[case.participants].reset_index()
         for contrast, confounds in (("age", ["sex"]), ("sex", ["age"])):
-            row[f"{contrast}_similarity"] = effect_similarity(
-                case.outputs[method], case.targets, covariates, contrast, confounds)
+            try:
+                row[f"{contrast}_similarity"] = effect_similarity(
+                    case.outputs[method], case.targets, covariates, contrast, confounds)
+            except DesignError:  # too few held-out images (or one sex only) for a t-map
+                row[f"{contrast}_similarity"] = math.nan
         summary.append(row)
     summary = pd.DataFrame(summary)
     k = f"GenBrain K={args.average}"

@@ -105,7 +105,7 @@ def test_fine_tuning_starts_at_the_pretrained_model(maps, store, tmp_path):
                      arch=get_preset("tiny"))
     task = ImageTask.enhance(["T1w"])
     tuned = finetune_task(task, [maps], tmp_path / "tuned",
-                          TrainConfig(steps=1, batch_size=2, lr=0.0, device="cpu"),
+                          TrainConfig(steps=1, batch_size=2, lr=1e-12, device="cpu"),
                           init=tmp_path / "pre", progress=False)
     assert tuned.model.in_channels == 2 and tuned.image_conditions == ["corrupted"]
     n = store.data.shape[1]

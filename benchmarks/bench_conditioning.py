@@ -402,7 +402,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=None,
                         help="Default: the preset's from-scratch rate (tiny 1e-3, test 1e-3), "
                              "or 1e-4 to fine-tune.")
-    parser.add_argument("--extension-lr-scale", type=float, default=10.0,
+    parser.add_argument("--extension-lr-scale", type=float, default=30.0,
                         help="Learning-rate multiplier of the embedders added by fine-tuning "
                              "(TrainConfig.extension_lr_scale).")
     parser.add_argument("--prediction", default="epsilon",

@@ -38,7 +38,7 @@ def pretrain(
     checkpoint_every: int = typer.Option(500, "--checkpoint-every", min=1),
     init: Path | None = typer.Option(
         None, "--init", help="Checkpoint to fine-tune (new conditions/modalities are added "
-        "zero-initialised; they learn at 10x --lr)."),
+        "zero-initialised; they learn at 30x --lr)."),
     work_dir: Path | None = typer.Option(
         None, "--work-dir", "-w", help="Where the cohort store goes (default: beside OUT)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),

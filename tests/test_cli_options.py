@@ -172,7 +172,7 @@ def test_console_scripts_version_help_and_usage_errors(tmp_path):
     assert "must be at least 1 GB" in one_line_error(proc.returncode, proc.stderr)
 
 
-@pytest.mark.parametrize("command", ["simulate", "pretrain", "sample", "demo", "augment",
+@pytest.mark.parametrize("command", ["simulate", "pretrain", "sample", "demo", "evaluate", "augment",
                                      "fetch-templates"])
 def test_genbrain_commands_have_short_help(command, capsys):
     code, out, _ = call(tools.main, [command, "-h"], capsys)

@@ -19,8 +19,8 @@ PROG = "genbrain"
 app = typer.Typer(
     name=PROG,
     cls=GroupedGroup,
-    help="GenBrain tools: simulate BIDS cohorts, pretrain and sample the model, augment "
-         "classifiers with synthetic images, run a demo.",
+    help="GenBrain tools: simulate BIDS cohorts, pretrain and sample the model, evaluate "
+         "synthetic cohorts, augment classifiers, run a demo.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -41,8 +41,8 @@ def _tools(
         "--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = None,
 ) -> None:
-    """GenBrain tools: simulate BIDS cohorts, pretrain and sample the model, augment
-    classifiers with synthetic images, run a demo."""
+    """GenBrain tools: simulate BIDS cohorts, pretrain and sample the model, evaluate synthetic
+    cohorts, augment classifiers, run a demo."""
 
 
 from .fetch_templates import fetch_templates  # noqa: E402
@@ -63,6 +63,9 @@ app.command("simulate", cls=GroupedCommand)(simulate)
 from .demo import demo  # noqa: E402
 
 app.command("demo", cls=GroupedCommand)(demo)
+from .evaluate import evaluate  # noqa: E402
+
+app.command("evaluate", cls=GroupedCommand)(evaluate)
 from .augment import augment  # noqa: E402
 
 app.command("augment", cls=GroupedCommand)(augment)

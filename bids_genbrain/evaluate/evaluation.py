@@ -165,9 +165,9 @@ def synthetic_from_dataset(directory: Path, store_path: Path, *, modality: str,
     InputError
         No participants.tsv, or a condition it lacks.
     """
-    from ..bids import read_participants
+    from .augmentation import read_study_participants
 
-    participants = read_participants(directory)
+    participants = read_study_participants(Path(directory), [], conditions, ["site"])
     cohort = load_cohort([directory], participants, store_path, name="synthetic",
                          modality=modality, conditions=conditions, resolution=resolution,
                          progress=progress)
@@ -579,7 +579,7 @@ def run_evaluate(request: EvaluateRequest, log) -> EvaluateResult:
         Bad inputs (no synthetic cohort or two, columns, modality, atlas, checkpoint).
     """
     from ..atlases import load_atlas
-    from ..cli.pretrain import _participants_table
+    from .augmentation import read_study_participants
     from .outputs import EvaluateOutputs
 
     if (request.synthetic is None) == (request.model is None):
@@ -587,10 +587,6 @@ def run_evaluate(request: EvaluateRequest, log) -> EvaluateResult:
                          "dataset) or --model DIR (a checkpoint to sample from), not both")
     names = EvaluateOutputs(request.out)
     work = request.work_dir or request.out / "work"
-    participants = _participants_table(request.participants, request.derivatives)
-    if participants is None:
-        raise InputError("no participants.tsv among the derivatives folders; pass "
-                         "--participants PATH (e.g. the raw BIDS dataset)")
     resolution = _grid(request)
     extra: list[str] = []
     if request.model is not None:
@@ -598,6 +594,11 @@ def run_evaluate(request: EvaluateRequest, log) -> EvaluateResult:
 
         extra = [c["name"] for c in read_config(request.model)["conditions"]
                  if c["name"] != "modality"]
+    participants = read_study_participants(request.participants, request.derivatives,
+                                           request.conditions, [*extra, "site"])
+    if participants is None:
+        raise InputError("no participants.tsv among the derivatives folders; pass "
+                         "--participants PATH (e.g. the raw BIDS dataset)")
     common = dict(modality=request.modality, conditions=request.conditions,
                   resolution=resolution, n_jobs=request.nprocs, progress=request.progress)
     with log.step("cohorts"):
@@ -605,8 +606,9 @@ def run_evaluate(request: EvaluateRequest, log) -> EvaluateResult:
                            name="real", extra=extra, **common)
         reference = None
         if request.reference:
-            ref_participants = _participants_table(request.reference_participants,
-                                                   request.reference)
+            ref_participants = read_study_participants(
+                request.reference_participants, request.reference, request.conditions,
+                ["site"])
             if ref_participants is None:
                 raise InputError("no participants.tsv among the --reference folders; pass "
                                  "--reference-participants PATH")

@@ -86,7 +86,7 @@ def simulate(args, work: Path) -> None:
         simulate_dataset(work / "study", study, overwrite=True, progress=False)
     population = SimulationConfig.population(n_subjects=args.population, maps=("GMmod",),
                                              modalities=("T1w",), seed=args.seed + 1)
-    if not (work / "population" / "participants.tsv").is_file():
+    if args.pretrain_steps and not (work / "population" / "participants.tsv").is_file():
         simulate_dataset(work / "population", population, overwrite=True, progress=False)
     # per-site derivative folders (links) for genbrain evaluate's real and reference cohorts
     table = pd.read_csv(work / "study" / "participants.tsv", sep="\t")
@@ -105,6 +105,8 @@ def simulate(args, work: Path) -> None:
 
 
 def pretrain(args, work: Path) -> None:
+    if not args.pretrain_steps:  # no foundation model: augment trains one from scratch
+        return
     if (work / "population_model" / "config.json").is_file() and (
             json.loads((work / "population_model" / "config.json").read_text())
             ["provenance"]["steps"] >= args.pretrain_steps):
@@ -120,8 +122,9 @@ def pretrain(args, work: Path) -> None:
 def _augment_args(args, work: Path, out: Path) -> list:
     return ["augment", work / "study" / "derivatives" / "mnimaps", "--participants",
             work / "study", "--out", out, "--work-dir", work / "augment_work",
-            "--contrast", "diagnosis", "--train-site", "site1", "--model",
-            work / "population_model", "--steps", args.finetune_steps, "--batch-size", 16,
+            "--contrast", "diagnosis", "--train-site", "site1",
+            *(["--model", work / "population_model"] if args.pretrain_steps else []),
+            "--steps", args.finetune_steps, "--batch-size", 16,
             "--sampling-steps", args.sampling_steps, "--seed", args.seed, "--quiet"]
 
 
@@ -163,7 +166,8 @@ def evaluate(args, work: Path) -> None:
     _record(work, "evaluate", _run(
         ["evaluate", work / "train_site", "--out", out, "--work-dir", work / "evaluate_work",
          "--model", work / "augment" / "generator", "--reference", work / "other_sites",
-         "--n-synthetic", max(4, args.site_size // 2),
+         "--n-synthetic", args.evaluate_synthetic or max(4, args.site_size // 2),
+         "--diversity-pairs", args.diversity_pairs,
          "--sampling-steps", args.sampling_steps, "--draws", args.evaluate_draws, "--seed",
          args.seed, "--quiet"], work / "evaluate.log"))
 
@@ -184,10 +188,14 @@ def report(args, work: Path) -> None:
         f"Study: {args.sites} sites x {args.site_size} participants "
         "(`SimulationConfig.fast`, MNI maps only, 4 mm grid, GMmod; site effects: each site's "
         "GM bias and noise; planted diagnosis effect: patients lose 10 % GM in both hippocampi "
-        f"and the precuneus; seed {args.seed}). Foundation model: `tiny`, pretrained for "
-        f"{args.pretrain_steps} steps on {args.population} simulated healthy adults; "
-        f"fine-tuned for {args.finetune_steps} steps on the training split of site1 "
-        f"({int(splits['generator'].sum())} participants). Classifier: LightGBM on "
+        f"and the precuneus; seed {args.seed}). Generator: `tiny`, "
+        + (f"pretrained for {args.pretrain_steps} steps on {args.population} simulated "
+           f"healthy adults, fine-tuned for {args.finetune_steps} steps"
+           if args.pretrain_steps else
+           f"no foundation model: trained from scratch for {args.finetune_steps} steps")
+        + " on the training split of site1 "
+        f"({int(splits['generator'].sum())} participants); sampling: "
+        f"{args.sampling_steps} steps. Classifier: LightGBM on "
         f"Harvard-Oxford regional volumes (mL), {args.draws} draws per ratio (step "
         f"{args.ratio_step:g}), best on validation AUROC;"
         " 95 % CIs: percentile bootstrap, 1000 resamples of the test participants.", "",
@@ -267,13 +275,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sites", type=int, default=3)
     parser.add_argument("--site-size", type=int, default=80)
     parser.add_argument("--population", type=int, default=400)
-    parser.add_argument("--pretrain-steps", type=int, default=3000)
+    parser.add_argument("--pretrain-steps", type=int, default=3000,
+                        help="0: no population model (augment trains the generator from "
+                        "scratch on the training split)")
     parser.add_argument("--finetune-steps", type=int, default=2000)
     parser.add_argument("--sampling-steps", type=int, default=25)
     parser.add_argument("--regress-epochs", type=int, default=15)
     parser.add_argument("--draws", type=int, default=20, help="LightGBM draws per ratio")
     parser.add_argument("--ratio-step", type=float, default=0.1)
     parser.add_argument("--evaluate-draws", type=int, default=20)
+    parser.add_argument("--evaluate-synthetic", type=int, default=None,
+                        help="synthetic images per K in evaluate [default: half a site]")
+    parser.add_argument("--diversity-pairs", type=int, default=30,
+                        help="MS-SSIM pairs per set in evaluate")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)

@@ -123,7 +123,8 @@ def _augment_args(args, work: Path, out: Path) -> list:
     return ["augment", work / "study" / "derivatives" / "mnimaps", "--participants",
             work / "study", "--out", out, "--work-dir", work / "augment_work",
             "--contrast", "diagnosis", "--train-site", "site1",
-            *(["--model", work / "population_model"] if args.pretrain_steps else []),
+            *(["--model", work / "population_model"] if args.pretrain_steps
+              else ["--resolution", 4]),
             "--steps", args.finetune_steps, "--batch-size", 16,
             "--sampling-steps", args.sampling_steps, "--seed", args.seed, "--quiet"]
 

@@ -24,6 +24,7 @@ from typing import Any
 
 from .derivatives import IMAGE_MODALITIES, TEMPLATE
 from .errors import InputError
+from .model.presets import GUIDANCE_SCALE
 
 ANALYSIS_LEVELS = ("participant", "group")
 REGISTRATION_CHOICES = ("fast", "accurate")
@@ -266,7 +267,9 @@ class Config:
     sampling_steps: int = option(
         50, panel=GROUP, minimum=1, maximum=1000, metavar="N", help="DDIM steps.")
     cfg_scale: float = option(
-        1.2, panel=GROUP, minimum=0.0, metavar="W", help="Classifier-free guidance scale.")
+        GUIDANCE_SCALE, panel=GROUP, minimum=0.0, metavar="W",
+        help="Classifier-free guidance scale of the synthetic cohort (4: at 1.2 a learned "
+        "diagnosis effect is a quarter of the real one; docs/model.md).")
     average: int | None = option(
         None, panel=GROUP, minimum=1, metavar="K",
         default_text="5 with --enhance/--impute (the paper's), 1 for the group level",

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from ..model.presets import GUIDANCE_SCALE
+
 
 def sample(
     checkpoint: Path = typer.Argument(..., help="Checkpoint folder (genbrain pretrain --out)."),
@@ -21,7 +23,7 @@ def sample(
         None, "--table", help="TSV with one row per image (condition columns, optional "
         "modality); replaces --n/--age/--sex/--condition."),
     steps: int = typer.Option(50, "--steps", min=1, help="DDIM steps."),
-    cfg: float = typer.Option(1.2, "--cfg", help="Classifier-free guidance scale."),
+    cfg: float = typer.Option(GUIDANCE_SCALE, "--cfg", help="Classifier-free guidance scale."),
     average: int = typer.Option(1, "--average", min=1,
                                 help="Draws averaged per image (paper: 5)."),
     seed: int = typer.Option(0, "--seed", help="Run seed (each image's seeds in its sidecar)."),

@@ -20,6 +20,7 @@ from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
 from torch import nn
 
 from .dit import GenBrainDiT
+from .presets import GUIDANCE_SCALE
 
 SCHEDULES = {"linear": "linear_beta", "scaled_linear": "scaled_linear_beta"}
 PREDICTIONS = ("epsilon", "v_prediction", "sample")
@@ -202,7 +203,7 @@ def ddim_sample(
     noise: torch.Tensor,
     *,
     steps: int = 50,
-    cfg_scale: float = 1.2,
+    cfg_scale: float = GUIDANCE_SCALE,
     image_cond: torch.Tensor | None = None,
     on_step: Callable[[], None] | None = None,
 ) -> torch.Tensor:
@@ -220,7 +221,8 @@ def ddim_sample(
     steps : int
         DDIM steps (paper: 50).
     cfg_scale : float
-        Guidance scale (paper: 1.2); 1 is the conditional model alone.
+        Guidance scale (default :data:`~bids_genbrain.model.presets.GUIDANCE_SCALE`; the
+        paper used 1.2); 1 is the conditional model alone.
     image_cond : torch.Tensor, shape (B, C, n_voxels), optional
         Image conditions in [0, 1].
     on_step : callable, optional
@@ -255,7 +257,7 @@ def sample_stream(
     seed: int,
     *,
     steps: int = 50,
-    cfg_scale: float = 1.2,
+    cfg_scale: float = GUIDANCE_SCALE,
     average: int = 1,
     batch_size: int = 8,
     image_cond: torch.Tensor | None = None,

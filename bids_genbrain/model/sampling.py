@@ -27,6 +27,7 @@ from ..utils import atomic_write_text
 from .checkpoint import GenBrain, load_checkpoint, save_weights
 from .conditions import encode_table
 from .diffusion import sample_seed, sample_stream
+from .presets import GUIDANCE_SCALE
 
 
 def conditions_table(bundle: GenBrain, n: int, values: Mapping[str, Any] | None = None,
@@ -73,7 +74,7 @@ def sample(
     seed: int,
     *,
     steps: int = 50,
-    cfg_scale: float = 1.2,
+    cfg_scale: float = GUIDANCE_SCALE,
     average: int = 1,
     batch_size: int = 8,
     device: str | torch.device = "cpu",
@@ -187,7 +188,7 @@ def write_synthetic_dataset(
     seed: int,
     *,
     steps: int = 50,
-    cfg_scale: float = 1.2,
+    cfg_scale: float = GUIDANCE_SCALE,
     average: int = 1,
     batch_size: int = 8,
     device: str | torch.device = "cpu",

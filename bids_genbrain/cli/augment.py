@@ -52,8 +52,9 @@ def augment(
         "from scratch].", show_default=False)] = None,
     sampling_steps: SamplingSteps = config_default("sampling_steps"),
     cfg_scale: CfgScale = config_default("cfg_scale"),
-    average: Annotated[int, typer.Option("--average", min=1, help=_help("average"))] =
-        config_default("average"),
+    # single draws, as the group level's synthetic cohort (Config.average resolves None to 1
+    # there): averaging K draws shrinks the per-voxel SD and inflates effects (docs/model.md)
+    average: Annotated[int, typer.Option("--average", min=1, help=_help("average"))] = 1,
     sample_batch_size: SampleBatch = 8,
     max_ratio: Annotated[float, typer.Option(
         "--max-ratio", min=0.0, help="Largest synthetic:real ratio.")] = aug.MAX_RATIO,

@@ -15,7 +15,7 @@ from test_cli_bids_app import SCRIPT
 from bids_genbrain.simulate import SimulationConfig, load_effect_map, simulate_dataset
 from bids_genbrain.simulation.groundtruth import effect_path
 
-RES = 4.0
+RES = 8.0  # at 4 mm the tiny model's 1,000 steps took 15+ min (slow suite budget: 30 min)
 N = 20
 
 
@@ -39,7 +39,7 @@ def test_group_maps_against_planted_truth(tmp_path):
     reference = effect_path(sim.groundtruth, "GM", "diagnosis", RES)
     out = tmp_path / "out"
     proc = subprocess.run(
-        [SCRIPT, sim.root, out, "group", "--derivatives", sim.mnimaps, "--resolution", "4",
+        [SCRIPT, sim.root, out, "group", "--derivatives", sim.mnimaps, "--resolution", "8",
          "--modality", "GM", "--preset", "tiny", "--steps", "1000", "--batch-size", "8",
          "--n-synthetic", "8", "--sampling-steps", "15", "--condition", "age", "sex",
          "--contrast", "diagnosis", "--seed", "0", "--reference-map", reference],
@@ -50,7 +50,7 @@ def test_group_maps_against_planted_truth(tmp_path):
     d_maps = {}
     for desc in ("real", "synthetic"):
         for stat in ("t", "d"):
-            path = bwas / (f"space-MNI152NLin6Asym_res-4_contrast-diagnosis_desc-{desc}"
+            path = bwas / (f"space-MNI152NLin6Asym_res-8_contrast-diagnosis_desc-{desc}"
                            f"_stat-{stat}_statmap.nii.gz")
             assert path.is_file(), path
         d_maps[desc] = np.asanyarray(nb.load(path).dataobj, dtype=np.float64)
@@ -75,7 +75,7 @@ def test_group_maps_against_planted_truth(tmp_path):
     fidelity = pd.read_csv(bwas / "fidelity.tsv", sep="\t").set_index("condition")
     assert list(fidelity.index) == ["age", "sex", "diagnosis"], fidelity
     assert np.isfinite(fidelity["r_d"]).all() and np.isfinite(fidelity["cosine_t"]).all()
-    meta = json.loads((bwas / ("space-MNI152NLin6Asym_res-4_contrast-diagnosis_desc-synthetic"
+    meta = json.loads((bwas / ("space-MNI152NLin6Asym_res-8_contrast-diagnosis_desc-synthetic"
                                "_stat-d_statmap.json")).read_text())
     status = fidelity.loc["diagnosis", "status"]
     assert meta["ConditionalFidelity"]["Effects"][0]["Status"] == status

@@ -70,7 +70,8 @@ def test_impute_flair_end_to_end(sim_small, site, synthesis_model):
     config = json.loads((synthesis_model / "config.json").read_text())
     assert config["task"] == {"name": "synthesize", "modalities": [], "sources": ["T1w"],
                               "target": "FLAIR", "corruption": {}}
-    assert config["image_conditions"] == ["T1w"] and config["provenance"]["n_images"] == 8
+    # n_images counts training targets: 4 participants' FLAIR maps (their T1w maps condition)
+    assert config["image_conditions"] == ["T1w"] and config["provenance"]["n_images"] == 4
     out = site / "out_syn"
     proc = participant(sim_small, site, out, "--participant-label", "01", "05", "06",
                        "--model", synthesis_model, "--impute", "FLAIR", code=2)

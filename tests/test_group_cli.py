@@ -178,6 +178,8 @@ def test_synthetic_conditions_from_tsv(site, tmp_path):
     assert list(synth["diagnosis"]) == ["AD", "CN", "CN", "AD", "AD", "CN"]
 
 
+@pytest.mark.slow  # two group levels (~200 s); --model fine-tuning is also in the default
+# suite through test_population and test_model_fetch
 def test_group_level_fine_tunes_a_checkpoint(site, tmp_path):
     """--model: the site's checkpoint of a first run is fine-tuned (lr 1e-4, parent recorded).
 

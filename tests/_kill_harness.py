@@ -190,6 +190,28 @@ def invalid(path: Path) -> str | None:
 
 
 def digest(path: Path) -> str:
+    """sha256 of a file's bytes; of an HDF5 file's datasets (ITK transforms), by their path in
+    the file: HDF5 records object times, so two identical transforms differ in bytes. A file
+    HDF5 cannot read is hashed by its bytes (:func:`invalid` reports it)."""
+    if path.name.endswith(".h5"):
+        import h5py
+        import numpy as np
+
+        h = hashlib.sha256()
+
+        def add(name: str, obj) -> None:
+            if isinstance(obj, h5py.Dataset):
+                value = np.asarray(obj[()])  # strings (ITK's version fields) read as objects
+                h.update(name.encode())
+                h.update(repr(value.tolist()).encode() if value.dtype == object
+                         else value.tobytes())
+
+        try:
+            with h5py.File(path, "r") as fh:
+                fh.visititems(add)
+            return h.hexdigest()
+        except OSError:
+            pass
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         while block := fh.read(1 << 20):
@@ -198,7 +220,7 @@ def digest(path: Path) -> str:
 
 
 def snapshot(out: Path) -> dict[str, str]:
-    """Relative name -> sha256 of every output."""
+    """Relative name -> sha256 of every output (HDF5 by content, see :func:`digest`)."""
     return {p.relative_to(out).as_posix(): digest(p) for p in output_files(out)}
 
 

@@ -308,8 +308,9 @@ class Config:
              "participants' folders, or the group level's); other jobs' are kept.")
     reports_only: bool = option(
         False, panel=RUN,
-        help="Rebuild the participant reports and the merged summaries from existing outputs; "
-             "process nothing.")
+        help="Rebuild the reports from existing outputs: participant reports and the merged "
+             "summaries; at the group level also group.html and its statistics, from the "
+             "finished model and synthetic cohort (no training, no sampling).")
     boilerplate_only: bool = option(
         False, panel=RUN,
         help="Write the methods boilerplate (logs/CITATION.md) and exit.")
@@ -390,6 +391,9 @@ class Config:
             self.model = resolve_model(self.model)
         if self.reports_only and self.boilerplate_only:
             raise InputError("give --reports-only or --boilerplate-only, not both")
+        if "group" in self.analysis_level and self.contrast is None:
+            raise InputError("the group level needs --contrast COLUMN (e.g. --contrast "
+                             "diagnosis)")
         self.run_id = self.run_id or new_run_id()
         if self.lr is None:
             from .model.presets import default_lr

@@ -60,7 +60,8 @@ def dataset(tmp_path):
 
 
 def test_fmriprep_wrapper_options_are_accepted(dataset, tmp_path, monkeypatch, capsys):
-    config = parsed([dataset, tmp_path / "out", "participant", "group", "--notrack",
+    config = parsed([dataset, tmp_path / "out", "participant", "group", "--contrast", "dx",
+                     "--notrack",
                      "--fs-license-file", "/opt/freesurfer/license.txt", "--fs-no-reconall",
                      "--nthreads", "2", "--omp-nthreads", "1", "--mem_mb", "16000",
                      "--output-spaces", "MNI152NLin6Asym:res-2", "anat",
@@ -202,8 +203,8 @@ def test_stop_on_first_crash_and_clean_workdir(dataset, tmp_path):
     kept = work / "sub_010" / "other_job.txt"
     kept.parent.mkdir(parents=True)
     kept.write_text("x")
-    proc = run_app(dataset, out, "participant", "group", "--check-only", "--stop-on-first-crash",
-                   "--clean-workdir", "--participant-label", "01", "02", "03", "-w", work,
+    proc = run_app(dataset, out, "participant", "group", "--contrast", "dx", "--check-only",
+                   "--stop-on-first-crash", "--clean-workdir", "--participant-label", "01", "02", "03", "-w", work,
                    cwd=tmp_path, check_code=1)
     assert "stopping after sub-02" in proc.stderr and "group level not run" in proc.stderr
     assert not (out / "sub-03.html").exists(), "ran on after the first failure"
@@ -213,9 +214,15 @@ def test_stop_on_first_crash_and_clean_workdir(dataset, tmp_path):
 
 def test_boilerplate_only_writes_methods_and_nothing_else(dataset, tmp_path):
     out = tmp_path / "out"
-    proc = run_app(dataset, out, "participant", "--boilerplate-only", "--sloppy",
-                   "--resolution", "4", cwd=tmp_path, check_code=0)
+    proc = run_app(dataset, out, "participant", "group", "--boilerplate-only", "--sloppy",
+                   "--resolution", "4", "--contrast", "diagnosis", "--confound", "site_scanner",
+                   "--steps", "321", cwd=tmp_path, check_code=0)
     citation = (out / "logs" / "CITATION.md").read_text()
     assert "MNI152NLin6Asym at 4 mm" in citation and "N4" in citation
-    assert "CITATION.md" in proc.stdout
+    assert "CITATION.md" in proc.stdout and "CITATION_group.md" in proc.stdout
+    group = (out / "logs" / "CITATION_group.md").read_text()
+    assert "trained from scratch" in group and "for 321 steps" in group, group
+    assert "tested diagnosis with age and sex where recorded, site when there are several, " \
+           "site_scanner as confound(s)" in group, group
     assert not list(out.glob("sub-*")), "--boilerplate-only processed participants"
+    assert not (out / "group").exists() and not (out / "group.html").exists()

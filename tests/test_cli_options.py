@@ -93,7 +93,9 @@ def test_config_made_in_python_is_checked_like_the_cli(tiny, tmp_path):
     with pytest.raises(InputError, match="--mem-gb must be at least 1 GB, got -4"):
         Config(bids_dir=ds, output_dir=tmp_path / "o", analysis_level="participant",
                mem_gb=-4).validate()
-    config = Config(bids_dir=ds, output_dir=tmp_path / "o",
+    with pytest.raises(InputError, match="the group level needs --contrast"):
+        Config(bids_dir=ds, output_dir=tmp_path / "o", analysis_level="group").validate()
+    config = Config(bids_dir=ds, output_dir=tmp_path / "o", contrast="diagnosis",
                     analysis_level=["group", "participant"]).validate()
     assert config.analysis_level == ["participant", "group"]
 

@@ -92,6 +92,30 @@ def test_group_level_end_to_end(site, tmp_path):
     typing = {c["column"]: c for c in json.loads(record.read_text())["covariates"]}
     assert "1 top-coded ('89+')" in typing["age"]["what was done"]
     assert_fidelity_and_gate(out, report)
+    assert_reports_only_rebuilds(site, out, tmp_path)
+
+
+def assert_reports_only_rebuilds(site: Path, out: Path, tmp_path: Path) -> None:
+    """``--reports-only`` rebuilds group.html and its methods from the finished run, training
+    and sampling nothing; without a finished run of these settings it is a one-line error."""
+    reference = ("--reference-map", str(site / "truth_d.nii.gz"))
+    kept = [out / "group" / "model" / "model.safetensors",
+            *sorted((out / "synthetic").rglob("*.nii.gz"))]
+    before = {p: p.stat().st_mtime_ns for p in kept}
+    (out / "group.html").unlink()
+    (out / "logs" / "CITATION_group.md").unlink()
+    proc = run_group(site, out, *reference, "--reports-only")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "group.html rebuilt" in proc.stdout
+    assert {p: p.stat().st_mtime_ns for p in kept} == before, "--reports-only trained or sampled"
+    report = (out / "group.html").read_text()
+    assert "Conditional fidelity" in report and "Agreement with the reference map" in report
+    methods = (out / "logs" / "CITATION_group.md").read_text()
+    assert f"on {N} of the site's {N} participants' GMmod maps" in methods, methods
+    assert "16 synthetic images remained" in methods
+    for other in (run_group(site, tmp_path / "fresh", "--reports-only"),  # no run
+                  run_group(site, out, "--seed", "4", "--reports-only")):  # another run's
+        assert_one_line_error(other, "group/model")
 
 
 def assert_fidelity_and_gate(out: Path, report: str) -> None:

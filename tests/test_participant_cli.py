@@ -43,15 +43,14 @@ def test_participant_level_preprocesses_simulated_dataset(sim_small, tmp_path):
     assert "nipype.workflow INFO" in pypeline.read_text()
     assert "T1w" in (out / "logs" / "CITATION.md").read_text()
     assert tree_digest(sim_small.root) == before, "the input dataset was modified"
-    for sub in ("01",):
-        anat = out / f"sub-{sub}" / "anat"
-        for name in EXPECTED:
-            assert (anat / f"sub-{sub}_{name}").is_file(), name
-        side = json.loads((anat / f"sub-{sub}_space-MNI152NLin6Asym_res-4_desc-preproc_T1w.json")
-                          .read_text())
-        assert side["Sources"]
-        report = (out / f"sub-{sub}.html").read_text()
-        assert "Quality control" in report and "<svg" in report
+    anat = out / "sub-01" / "anat"
+    for name in EXPECTED:
+        assert (anat / f"sub-01_{name}").is_file(), name
+    side = json.loads((anat / "sub-01_space-MNI152NLin6Asym_res-4_desc-preproc_T1w.json")
+                      .read_text())
+    assert side["Sources"]
+    report = (out / "sub-01.html").read_text()
+    assert "Quality control" in report and "<svg" in report
     # valid derivatives root, indexed by pybids with our entities
     layout = BIDSLayout(out, validate=True, is_derivative=True)
     found = layout.get(subject="01", space="MNI152NLin6Asym", suffix="probseg", label="GM",
@@ -113,18 +112,17 @@ def test_multisession_dataset_with_a_broken_participant(tmp_path):
     layout = BIDSLayout(out, validate=True, is_derivative=True)
     assert layout.get_sessions(subject="01") == ["1", "2"]
     mask = brain_mask(4)
-    for sub in ("01",):
-        report = (out / f"sub-{sub}.html").read_text()
-        for ses in ("1", "2"):
-            anat = out / f"sub-{sub}" / f"ses-{ses}" / "anat"
-            for name in EXPECTED:
-                if "FLAIR" not in name:
-                    assert (anat / f"sub-{sub}_ses-{ses}_{name}").is_file(), name
-            assert f"ses-{ses}" in report
-            gm = np.asanyarray(nb.load(
-                anat / f"sub-{sub}_ses-{ses}_space-MNI152NLin6Asym_res-4_label-GM_probseg.nii.gz"
-            ).dataobj)[mask]
-            truth = load_ground_truth(sim.groundtruth, sub, ses, "T1w").tissue["GM"][mask]
-            r = np.corrcoef(gm, truth)[0, 1]
-            assert r > 0.7, (sub, ses, r)
-        assert not (out / f"sub-{sub}" / "anat").exists()
+    report = (out / "sub-01.html").read_text()
+    for ses in ("1", "2"):
+        anat = out / "sub-01" / f"ses-{ses}" / "anat"
+        for name in EXPECTED:
+            if "FLAIR" not in name:
+                assert (anat / f"sub-01_ses-{ses}_{name}").is_file(), name
+        assert f"ses-{ses}" in report
+        gm = np.asanyarray(nb.load(
+            anat / f"sub-01_ses-{ses}_space-MNI152NLin6Asym_res-4_label-GM_probseg.nii.gz"
+        ).dataobj)[mask]
+        truth = load_ground_truth(sim.groundtruth, "01", ses, "T1w").tissue["GM"][mask]
+        r = np.corrcoef(gm, truth)[0, 1]
+        assert r > 0.7, (ses, r)
+    assert not (out / "sub-01" / "anat").exists()

@@ -228,10 +228,8 @@ def run(config: Config) -> int:
 
     config.output_dir.mkdir(parents=True, exist_ok=True)
     if config.boilerplate_only:
-        from ..participant import write_boilerplate
-
-        path = write_boilerplate(config)
-        typer.echo(f"methods boilerplate: {path}")
+        for level in config.analysis_level:
+            typer.echo(f"methods boilerplate of the {level} level: {_boilerplate(config, level)}")
         return 0
     code = 0
     for level in config.analysis_level:
@@ -254,14 +252,26 @@ def run(config: Config) -> int:
                 from ..summaries import rebuild_shared_files
 
                 summary = rebuild_shared_files(config.output_dir)  # from every job's records
-                if config.reports_only:
-                    typer.echo(f"group level --reports-only: merged summary of {len(summary)} "
-                               f"participant(s) rebuilt in {config.output_dir}")
-                    continue
                 from ..group import run_group_level
 
-                run_group_level(config, log)
+                result = run_group_level(config, log)
+                if config.reports_only:
+                    typer.echo(f"group level --reports-only: merged summary of {len(summary)} "
+                               f"participant(s) and {result.report} rebuilt from the trained "
+                               "model and the synthetic cohort")
     return code
+
+
+def _boilerplate(config: Config, level: str) -> Path:
+    """Write one level's methods text (``--boilerplate-only``); run nothing."""
+    if level == "participant":
+        from ..participant import write_boilerplate
+
+        return write_boilerplate(config)
+    from ..reports.group import group_methods
+    from ..summaries import write_citation
+
+    return write_citation(config.output_dir, [group_methods(config)], level="group")
 
 
 def _participant_level(config: Config, log) -> int:

@@ -37,7 +37,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import Config
-from ..errors import InputError
 from ..runlog import RunLog
 from .bwas import BWASMaps, Comparison, compare_with_reference, run_bwas
 from .fidelity import Fidelity, measure_fidelity
@@ -97,8 +96,6 @@ def run_group_level(config: Config, log: RunLog) -> GroupResult:
         No participant-level outputs of the modality, unknown columns, a contrast that is not
         testable (one level, or confounded).
     """
-    if config.contrast is None:
-        raise InputError("the group level needs --contrast COLUMN (e.g. --contrast diagnosis)")
     import torch
 
     from ..reports.group import write_group_report

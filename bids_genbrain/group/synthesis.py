@@ -58,8 +58,9 @@ def train_site_model(config: Config, site: SiteCohort, plan: GroupPlan, paths: G
     """Fine-tune ``--model`` on the training rows, or train a ``--preset`` model from scratch.
 
     Resumes from ``paths.model/training_state`` when the same run was interrupted (the
-    training rows are part of the run's identity). ``group/split.tsv`` records which
-    participants trained it.
+    training rows are part of the run's identity); with ``--reports-only``, loads the finished
+    run without a step, or raises. ``group/split.tsv`` then records which participants
+    trained it.
 
     Parameters
     ----------
@@ -78,17 +79,18 @@ def train_site_model(config: Config, site: SiteCohort, plan: GroupPlan, paths: G
     from ..model.presets import get_preset
     from ..model.train import TrainConfig, fit
 
-    write_split(site, plan, paths.split, config.seed)
     with log.step("model"):
         train_cfg = TrainConfig(steps=config.steps, batch_size=config.batch_size,
                                 lr=config.lr, seed=config.seed, device=config.device,
                                 checkpoint_every=max(1, min(500, config.steps // 4)))
         if config.model is not None:
             bundle = fit(site.store, paths.model, train_cfg, init=config.model,
-                         rows=plan.training_rows)
+                         rows=plan.training_rows, require_finished=config.reports_only)
         else:
             arch = get_preset(config.preset).with_(resolution=site.resolution)
-            bundle = fit(site.store, paths.model, train_cfg, arch=arch, rows=plan.training_rows)
+            bundle = fit(site.store, paths.model, train_cfg, arch=arch, rows=plan.training_rows,
+                         require_finished=config.reports_only)
+    write_split(site, plan, paths.split, config.seed)
     return TrainedModel(bundle=bundle, directory=paths.model,
                         from_scratch=config.model is None)
 
@@ -120,7 +122,7 @@ def sample_synthetic_cohort(config: Config, site: SiteCohort, plan: GroupPlan,
             model.bundle, plan.wanted.assign(modality=config.modality), paths.synthetic,
             config.seed,
             steps=config.sampling_steps, cfg_scale=config.cfg_scale, average=config.average,
-            device=resolve_device(config.device))
+            device=resolve_device(config.device), require_existing=config.reports_only)
         participants = written.drop(columns=["path", "modality"], errors="ignore")
         store = build_cohort([paths.synthetic], paths.work / "synthetic_cohort",
                              modalities=[config.modality], participants=participants,

@@ -23,6 +23,7 @@ import torch
 from ..cohort import denormalise
 from ..derivatives import (TEMPLATE, derivative_path, masked_to_image, mni_entities,
                            sidecar_path, write_dataset_description, write_image)
+from ..errors import InputError
 from ..utils import atomic_write_text
 from .checkpoint import GenBrain, load_checkpoint, save_weights
 from .conditions import encode_table
@@ -193,6 +194,7 @@ def write_synthetic_dataset(
     batch_size: int = 8,
     device: str | torch.device = "cpu",
     progress: bool = True,
+    require_existing: bool = False,
 ) -> pd.DataFrame:
     """Generate a synthetic cohort as a BIDS-Derivatives dataset.
 
@@ -205,11 +207,19 @@ def write_synthetic_dataset(
         ``sub-synth0001`` ..., the conditions used and ``seeds``: the noise seed of each
         averaged draw, comma-separated) with its ``participants.json`` column descriptions,
         and one image (+ JSON sidecar with seeds, model sha256 and conditions) per row.
+    require_existing : bool
+        Sample nothing: every image must have been written by an earlier run with the same
+        settings (e.g. to rebuild reports), else raise.
 
     Returns
     -------
     pandas.DataFrame
         The participants table with a ``path`` column.
+
+    Raises
+    ------
+    InputError
+        ``require_existing`` and some image is missing or was sampled with other settings.
     """
     if not isinstance(bundle, GenBrain):
         bundle = load_checkpoint(bundle, device)
@@ -245,6 +255,10 @@ def write_synthetic_dataset(
     # resume: an image whose file and identical sidecar exist was written by an earlier run
     done = {i for i, (path, meta) in enumerate(zip(paths, sidecars, strict=True))
             if path.is_file() and _same_sidecar(sidecar_path(path), meta)}
+    if require_existing and len(done) < len(paths):
+        raise InputError(f"{out}: {len(paths) - len(done)} of {len(paths)} synthetic images "
+                         "are missing or were sampled with other settings; run the sampling "
+                         "without --reports-only first")
     for i, img in sample(bundle, table, seed, steps=steps, cfg_scale=cfg_scale, average=average,
                          batch_size=batch_size, device=device, progress=progress, skip=done):
         write_image(img, paths[i], sidecars[i])

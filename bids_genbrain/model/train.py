@@ -326,7 +326,8 @@ ImageConditionFn = Callable[[np.ndarray, torch.Generator], torch.Tensor]
 
 def train(bundle: GenBrain, store: CohortStore, out: Path | str, config: TrainConfig, *,
           resume: bool = True, rows: np.ndarray | None = None,
-          image_conditions: ImageConditionFn | None = None) -> Path:
+          image_conditions: ImageConditionFn | None = None,
+          require_finished: bool = False) -> Path:
     """Train ``bundle.model`` on a cohort store and write a checkpoint folder.
 
     Parameters
@@ -349,6 +350,9 @@ def train(bundle: GenBrain, store: CohortStore, out: Path | str, config: TrainCo
         enhancement, the paired source modalities for cross-modality synthesis); its generator
         is seeded by (seed, step, rank). Required when the model has more than one input
         channel.
+    require_finished : bool
+        Take no training step: load the finished run from ``out/training_state`` (e.g. to
+        rebuild reports), or raise.
 
     Returns
     -------
@@ -358,7 +362,8 @@ def train(bundle: GenBrain, store: CohortStore, out: Path | str, config: TrainCo
     Raises
     ------
     CheckpointError
-        ``out`` holds the state of a different run.
+        ``out`` holds the state of a different run, or (``require_finished``) no finished
+        state of this run.
     ValueError
         The store's grid differs from the model's, or a bad device.
     """
@@ -381,6 +386,9 @@ def train(bundle: GenBrain, store: CohortStore, out: Path | str, config: TrainCo
     state_dir = _state_dir(out) if resume else None
     if state_dir is not None:
         start = _load_state(state_dir, model, ema, opt, identity)
+    if require_finished and start < config.steps:
+        raise CheckpointError(f"{out}: no finished training of this run ({start} of "
+                              f"{config.steps} steps saved); run it without --reports-only first")
     log = _read_loss_log(out, start) if start else []
 
     encoded = encode_table(model.conditions, store.table)
@@ -430,7 +438,7 @@ def train(bundle: GenBrain, store: CohortStore, out: Path | str, config: TrainCo
             advance(float(value))
             if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps:
                 checkpoint(step + 1)
-    if start >= config.steps:  # resumed a finished run: its checkpoint may be half-written
+    if start >= config.steps and not require_finished:  # its checkpoint may be half-written
         checkpoint(start)
     bundle.model.load_state_dict(ema.state_dict())
     bundle.model.eval()
@@ -534,7 +542,7 @@ def fit(store: CohortStore, out: Path | str, config: TrainConfig, *,
         init_modality: str | None = None, resume: bool = True,
         rows: np.ndarray | None = None, image_conditions: ImageConditionFn | None = None,
         image_condition_names: Sequence[str] = (),
-        task: dict[str, Any] | None = None) -> GenBrain:
+        task: dict[str, Any] | None = None, require_finished: bool = False) -> GenBrain:
     """Train from scratch (``arch``) or fine-tune a checkpoint (``init``) on a store.
 
     This is the library entry point the group level uses.
@@ -551,7 +559,7 @@ def fit(store: CohortStore, out: Path | str, config: TrainConfig, *,
         Checkpoint to fine-tune; extended with :func:`extend_for` to the store's conditions.
     init_modality : str, optional
         See :func:`extend_for`.
-    resume, rows, image_conditions
+    resume, rows, image_conditions, require_finished
         See :func:`train`.
     image_condition_names : sequence of str
         Names of the image-condition channels (recorded in the checkpoint); a checkpoint with
@@ -583,7 +591,7 @@ def fit(store: CohortStore, out: Path | str, config: TrainConfig, *,
     bundle.image_conditions = names
     bundle.task = dict(task or {})
     train(bundle, store, out, config, resume=resume, rows=rows,
-          image_conditions=image_conditions)
+          image_conditions=image_conditions, require_finished=require_finished)
     bundle.path = Path(out)
     return bundle
 

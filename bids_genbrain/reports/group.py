@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from ..covariates import TypedCovariates
 from ..derivatives import masked_to_image
 from ..evaluate.fidelity import LEARNED_R
 from ..runlog import package_versions
+from ..summaries import write_citation
 from ..templates import template_source
 from .base import Section, render_report
 from .figures import plot_examples, plot_memorization, plot_statmap
@@ -21,18 +23,69 @@ from .figures import plot_examples, plot_memorization, plot_statmap
 N_EXAMPLES = 4
 
 
-def _methods(config: Config, *, model, n_site: int, n_training: int, n_synthetic: int,
-             confounds: list[str], holdout_rule: str, fidelity_cohort: str,
-             versions: dict[str, str]) -> str:
+@dataclass(frozen=True)
+class MethodCounts:
+    """What a finished group level adds to its methods text beyond the settings.
+
+    Attributes
+    ----------
+    n_site, n_training : int
+        Participants of the site's cohort, and those the model trained on.
+    n_synthetic : int
+        Synthetic images kept by the privacy gate.
+    confounds : list of str
+        Confounds of the BWAS design.
+    holdout_rule : str
+        The held-out split, in a sentence (:class:`bids_genbrain.group.plan.HoldoutSplit`).
+    fidelity_cohort : str
+        The real participants the synthetic effect maps were held against.
+    """
+
+    n_site: int
+    n_training: int
+    n_synthetic: int
+    confounds: list[str]
+    holdout_rule: str
+    fidelity_cohort: str
+
+
+def group_methods(config: Config, counts: MethodCounts | None = None) -> str:
+    """The group level's methods paragraph (group.html, ``logs/CITATION_group.md``).
+
+    Parameters
+    ----------
+    config : Config
+    counts : MethodCounts, optional
+        From a finished run; without it (``--boilerplate-only``) the text says what the
+        settings determine and names the rules that the data decide.
+
+    Returns
+    -------
+    str
+    """
+    versions = package_versions()
     origin = (
         "trained from scratch on the site's images (GenBrain-st; no pretrained checkpoint was"
         f" given), preset '{config.preset}'"
-        if model.from_scratch else f"fine-tuned from the checkpoint {config.model}"
+        if config.model is None else f"fine-tuned from the checkpoint {config.model}"
     )
+    if counts is None:
+        trained_on = "the site's participants'"
+        split = f"some held out of training by --holdout {config.holdout}"
+        kept = "The synthetic images that remained were analysed."
+        real = "held-out real participants (the training participants when none are held out)"
+        confounds = ("age and sex where recorded, site when there are several"
+                     + "".join(f", {c}" for c in config.confound) + " as")
+    else:
+        trained_on = f"{counts.n_training} of the site's {counts.n_site} participants'"
+        split = counts.holdout_rule
+        kept = f"{counts.n_synthetic} synthetic images remained."
+        real = counts.fidelity_cohort
+        confounds = f"{', '.join(counts.confounds) or 'no'}"
     return (
         f"A GenBrain denoising diffusion transformer was {origin} for {config.steps} steps "
-        f"(batch {config.batch_size}, AdamW, EMA) on {n_training} of the site's {n_site} "
-        f"participants' {config.modality} maps in MNI152NLin6Asym space ({holdout_rule}), "
+        f"(batch {config.batch_size}, AdamW, EMA) on {trained_on} {config.modality} maps in "
+        f"MNI152NLin6Asym space ({split}), "
         f"conditioned on {', '.join(config.condition)} and {config.contrast} (PyTorch "
         f"{versions['torch']}, MONAI {versions['monai']}). Synthetic images, balanced over "
         f"{config.contrast} with the site's age and sex distribution, were sampled with DDIM "
@@ -42,12 +95,12 @@ def _methods(config: Config, *, model, n_site: int, n_training: int, n_synthetic
         "below half the smallest such distance of real new participants, and its correlation "
         "with that image after removing the training mean was above the point halfway between "
         "theirs and 1; the largest raw Pearson r with a training image is reported (copy "
-        f"threshold r = {config.privacy_threshold} in the GenBrain paper). {n_synthetic} "
-        "synthetic images remained. For every condition, voxel-wise effect maps (Cohen's d, "
+        f"threshold r = {config.privacy_threshold} in the GenBrain paper). {kept} "
+        "For every condition, voxel-wise effect maps (Cohen's d, "
         "t; adjusted for the other conditions) of the synthetic cohort were compared with "
-        f"those of the {fidelity_cohort} (Pearson r of the d maps, cosine similarity of the t "
+        f"those of the {real} (Pearson r of the d maps, cosine similarity of the t "
         f"maps); a condition counted as learned at r >= {LEARNED_R}. Voxel-wise ordinary least "
-        f"squares tested {config.contrast} with {', '.join(confounds) or 'no'} confound(s), "
+        f"squares tested {config.contrast} with {confounds} confound(s), "
         "giving t, two-sided p, Cohen's d and Benjamini-Hochberg q maps, for the real and the "
         "synthetic cohort."
     )
@@ -90,7 +143,8 @@ def _sizes(design) -> str:
 
 def write_group_report(config: Config, *, site, plan, model, synthetic, gate, fidelity, bwas,
                        comparison, out: Path) -> Path:
-    """Render ``OUTPUT_DIR/group.html`` from the results of the group level's stages.
+    """Render ``OUTPUT_DIR/group.html`` (and its methods, ``logs/CITATION_group.md``) from
+    the results of the group level's stages.
 
     Parameters
     ----------
@@ -270,8 +324,9 @@ def write_group_report(config: Config, *, site, plan, model, synthetic, gate, fi
             *({"item": k, "value": v} for k, v in versions.items()),
         ])
         sections.append(Section("Provenance", tables=[provenance]))
-        return render_report("Group level", sections, out, methods=_methods(
-            config, model=model, n_site=ids.nunique(),
-            n_training=ids.iloc[plan.training_rows].nunique(),
+        methods = group_methods(config, MethodCounts(
+            n_site=ids.nunique(), n_training=ids.iloc[plan.training_rows].nunique(),
             n_synthetic=n_synthetic, confounds=confounds, holdout_rule=plan.holdout.rule,
-            fidelity_cohort=fidelity.real_cohort, versions=versions))
+            fidelity_cohort=fidelity.real_cohort))
+        write_citation(config.output_dir, [methods], level="group")
+        return render_report("Group level", sections, out, methods=methods)

@@ -24,7 +24,7 @@ from typing import Any
 
 from .derivatives import IMAGE_MODALITIES, TEMPLATE
 from .errors import InputError
-from .model.presets import GUIDANCE_SCALE
+from .model.presets import COHORT_AVERAGE, GUIDANCE_SCALE, TASK_AVERAGE
 
 ANALYSIS_LEVELS = ("participant", "group")
 REGISTRATION_CHOICES = ("fast", "accurate")
@@ -272,7 +272,8 @@ class Config:
         "diagnosis effect is a quarter of the real one; docs/model.md).")
     average: int | None = option(
         None, panel=GROUP, minimum=1, metavar="K",
-        default_text="5 with --enhance/--impute (the paper's), 1 for the group level",
+        default_text=f"{TASK_AVERAGE} with --enhance/--impute (the paper's), {COHORT_AVERAGE} "
+        "for the group level",
         help="Samples averaged per synthetic, enhanced or imputed image.")
     privacy_threshold: float = option(
         0.95, panel=GROUP, above=0.0, maximum=1.0, metavar="R",
@@ -530,8 +531,8 @@ class Config:
             if self.model is None:
                 raise InputError(f"{flag} needs --model CKPT, a model from genbrain finetune "
                                  f"--task {'enhance' if self.enhance else 'synthesize'}")
-        if self.average is None:  # the paper averages 5 samples per enhanced/imputed image
-            self.average = 5 if wanted else 1
+        if self.average is None:
+            self.average = TASK_AVERAGE if wanted else COHORT_AVERAGE
 
     def _check_names(self) -> None:
         """Values that name something known elsewhere: preset, nipype plugin, CUDA."""

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..evaluate import augment as aug
+from ..model.presets import COHORT_AVERAGE
 from .study_options import (Atlas, CfgScale, Derivatives, Device, Modality, Nprocs, Out,
                             Participants, Quiet, Resolution, SampleBatch, SamplingSteps, Seed,
                             WorkDir, _help, config_default, run_command)
@@ -52,9 +53,8 @@ def augment(
         "from scratch].", show_default=False)] = None,
     sampling_steps: SamplingSteps = config_default("sampling_steps"),
     cfg_scale: CfgScale = config_default("cfg_scale"),
-    # single draws, as the group level's synthetic cohort (Config.average resolves None to 1
-    # there): averaging K draws shrinks the per-voxel SD and inflates effects (docs/model.md)
-    average: Annotated[int, typer.Option("--average", min=1, help=_help("average"))] = 1,
+    average: Annotated[int, typer.Option("--average", min=1, help=_help("average"))] =
+        COHORT_AVERAGE,
     sample_batch_size: SampleBatch = 8,
     max_ratio: Annotated[float, typer.Option(
         "--max-ratio", min=0.0, help="Largest synthetic:real ratio.")] = aug.MAX_RATIO,

@@ -393,28 +393,18 @@ def sample_synthetic(study: Study, generator: Generator, n: int, out: Path, work
 
 @dataclass(frozen=True)
 class AugmentRequest(Settings):
-    """Every setting of one ``genbrain augment`` run (see ``genbrain augment --help``)."""
+    """The settings of one ``genbrain augment`` run beyond the shared :class:`Settings` (see
+    ``genbrain augment --help``)."""
 
-    derivatives: list[Path]
-    out: Path
-    participants: Path | None
     contrast: str
     train_site: str
     site_column: str
     positive: str | None
-    modality: str
-    conditions: list[str]
-    atlas: str
-    resolution: float | None
-    model: Path | None
     preset: str
     steps: int
     batch_size: int
     lr: float | None
-    sampling_steps: int
-    cfg_scale: float
     average: int
-    sample_batch_size: int
     max_ratio: float
     ratio_step: float
     n_draws: int
@@ -423,11 +413,6 @@ class AugmentRequest(Settings):
     regress: str | None
     regress_ratio_step: float
     regress_epochs: int
-    seed: int
-    device: str
-    work_dir: Path | None
-    nprocs: int
-    progress: bool
 
 
 @dataclass(frozen=True)

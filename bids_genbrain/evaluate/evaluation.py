@@ -495,32 +495,17 @@ def regional(real: Cohort, synthetic: Cohort, atlas, conditions: Sequence[str], 
 
 @dataclass(frozen=True)
 class EvaluateRequest(Settings):
-    """Every setting of one ``genbrain evaluate`` run (see ``genbrain evaluate --help``)."""
+    """The settings of one ``genbrain evaluate`` run beyond the shared :class:`Settings` (see
+    ``genbrain evaluate --help``)."""
 
-    derivatives: list[Path]
-    out: Path
-    participants: Path | None
     synthetic: Path | None
-    model: Path | None
     n_synthetic: int | None
     max_average: int
     reference: list[Path]
     reference_participants: Path | None
-    modality: str
-    conditions: list[str]
-    atlas: str
-    resolution: float | None
     n_draws: int
     max_images: int
     n_pairs: int
-    sampling_steps: int
-    cfg_scale: float
-    sample_batch_size: int
-    seed: int
-    device: str
-    work_dir: Path | None
-    nprocs: int
-    progress: bool
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ sidecars) and the settings it came from, the atlas on the grid (``space-MNI152NL
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +37,30 @@ METRIC_COLUMNS = {
 }
 
 
+@dataclass(frozen=True)
 class Settings:
-    """Mixin of the commands' request dataclasses: their settings as JSON-ready values."""
+    """The settings both commands share (the real cohort, the generator's sampling, the run).
+
+    ``genbrain augment`` and ``genbrain evaluate`` extend it with their own
+    (:class:`~.augmentation.AugmentRequest`, :class:`~.evaluation.EvaluateRequest`).
+    """
+
+    derivatives: list[Path]
+    out: Path
+    participants: Path | None
+    modality: str
+    conditions: list[str]
+    atlas: str
+    resolution: float | None
+    model: Path | None
+    sampling_steps: int
+    cfg_scale: float
+    sample_batch_size: int
+    seed: int
+    device: str
+    work_dir: Path | None
+    nprocs: int
+    progress: bool
 
     def to_dict(self) -> dict[str, Any]:
         """Paths as strings (lists of paths too), for the run log and the sidecars."""

@@ -79,6 +79,13 @@ reproduces a quarter of the real diagnosis mean difference at scale 1 and 96-98 
 with the per-voxel SD unchanged (0.98-1.12x real), and the synthetic-vs-real d-map r rises
 with the scale in every run; DiT's 1.2 left a learned diagnosis effect mostly unexpressed."""
 
+COHORT_AVERAGE = 1
+"""Draws averaged per image of a synthetic cohort (the group level's, ``genbrain augment``'s):
+single draws, since averaging K draws shrinks the per-voxel SD and inflates effects
+(docs/model.md)."""
+TASK_AVERAGE = 5
+"""Draws averaged per enhanced or imputed image (the paper's)."""
+
 FINE_TUNING_LR = 1e-4
 """Learning rate to fine-tune a checkpoint (the paper's)."""
 

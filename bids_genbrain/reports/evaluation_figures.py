@@ -11,6 +11,17 @@ import pandas as pd
 from .figures import _save, plt
 
 
+def _error_bars(value: pd.Series, low: pd.Series, high: pd.Series) -> np.ndarray:
+    """Matplotlib's (2, n) error bars of an interval around ``value``, clipped at 0.
+
+    An interval over identical draws (one synthetic set) has bounds that differ from its
+    mean by rounding, which matplotlib refuses as negative error bars.
+    """
+    value = np.asarray(value, dtype=float)
+    bars = np.stack([value - np.asarray(low, dtype=float), np.asarray(high, dtype=float) - value])
+    return np.clip(bars, 0.0, None)
+
+
 def plot_metric_vs_ratio(metrics: pd.DataFrame, metric: str, out: Path | str, *,
                          best_ratio: float | None = None, title: str = "",
                          ylabel: str | None = None) -> Path:
@@ -66,7 +77,7 @@ def plot_similarity_curve(table: pd.DataFrame, out: Path | str, *, title: str = 
         rows = table[table["effect"] == effect]
         syn = rows[rows["cohort"] == "synthetic"].sort_values("average")
         ax.errorbar(syn["average"], syn["cosine_t"],
-                    yerr=[syn["cosine_t"] - syn["ci_low"], syn["ci_high"] - syn["cosine_t"]],
+                    yerr=_error_bars(syn["cosine_t"], syn["ci_low"], syn["ci_high"]),
                     marker="o", capsize=3, label="synthetic (K samples averaged)")
         real = rows[rows["cohort"] == "real"]
         if len(real):
@@ -150,10 +161,10 @@ def plot_age_slopes(table: pd.DataFrame, out: Path | str, *, unit: str, title: s
     """
     fig, ax = plt.subplots(figsize=(4.6, 4.2))
     x, y = table["age_slope_real"], table["age_slope_synthetic"]
-    ax.errorbar(x, y, xerr=[x - table["age_slope_real_ci_low"],
-                            table["age_slope_real_ci_high"] - x],
-                yerr=[y - table["age_slope_synthetic_ci_low"],
-                      table["age_slope_synthetic_ci_high"] - y],
+    ax.errorbar(x, y, xerr=_error_bars(x, table["age_slope_real_ci_low"],
+                                       table["age_slope_real_ci_high"]),
+                yerr=_error_bars(y, table["age_slope_synthetic_ci_low"],
+                                 table["age_slope_synthetic_ci_high"]),
                 fmt="o", ms=3, lw=0.4, alpha=0.7)
     both = np.concatenate([x, y])
     lo, hi = float(np.nanmin(both)), float(np.nanmax(both))

@@ -259,6 +259,9 @@ def report(args, work: Path) -> None:
             "![similarity against K](../../docs/figures/bench_augment_similarity.svg)", ""]
         shutil.copy(ev / "figures" / "desc-similarity_curve.svg",
                     FIGURES / "bench_augment_similarity.svg")
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        sim.to_csv(RESULTS / "bench_augment_similarity.tsv", sep="\t", index=False)
+        dist.to_csv(RESULTS / "bench_augment_distribution.tsv", sep="\t", index=False)
     timings = _timings(work)
     lines += ["## Timings", "", "Wall seconds per stage on the shared 2-core machine (other "
               "engineers' jobs running; not clean timings): " + ", ".join(

@@ -204,7 +204,7 @@ def _participant_report(config: Config, result: ParticipantResult,
             f" resampled once onto the {config.resolution:g} mm grid, and modulated GM maps"
             " (GM x Jacobian determinant) computed, in a Nipype workflow."
         )
-    if tasks:
+    if tasks and config.model is not None and (config.enhance or config.impute):
         from .tasks.run import methods_text
 
         methods += " " + methods_text(config)
@@ -269,7 +269,11 @@ def process_participant(config: Config, layout, subject: str, queries: dict,
         if failures:
             result.status, result.reason = "failed", "; ".join(failures)
     tasks: list[Section] = []
-    if task_model is not None and result.status == "ok":
+    if config.reports_only:  # the task panels are re-drawn from the outputs' sidecars
+        from .tasks.run import sections_from_outputs
+
+        tasks = sections_from_outputs(config.output_dir, subject, result.sessions)
+    elif task_model is not None and result.status == "ok":
         from .tasks.run import apply_to_participant
 
         tasks, problem = apply_to_participant(config, task_model, subject,

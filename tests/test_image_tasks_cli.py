@@ -108,6 +108,21 @@ def test_impute_flair_end_to_end(sim_small, site, synthesis_model):
     # sub-06's image was finished by the first run with the same settings: reused as is
     assert np.array_equal(np.asanyarray(nb.load(image).dataobj), data)
 
+    # --reports-only (no model) re-draws the panels from the outputs' sidecars: input, output
+    # and, for sub-01, the real FLAIR side by side (3 columns of 3 slices, 2 for sub-06)
+    figures = {s: out / f"sub-{s}" / "figures" / f"sub-{s}_desc-synthetic_FLAIR.svg"
+               for s in ("01", "06")}
+    for figure in figures.values():
+        figure.unlink()
+    (out / "sub-06.html").unlink()
+    participant(sim_small, site, out, "--participant-label", "01", "06", "--reports-only",
+                code=0)
+    assert [figures[s].read_text().count("<image") for s in ("01", "06")] == [9, 6]
+    report = (out / "sub-01.html").read_text()
+    assert "Imputed images" in report and "--reports-only" in report
+    assert f"{side['Quality']['PSNR']:.4g}" in report  # the table's quality, from the sidecar
+    assert "Imputed images" in (out / "sub-06.html").read_text()
+
     # a model for another task: one line, exit 2, before any participant is processed (the
     # other mismatches are tests/test_image_tasks.py's: check_model_for, Config)
     proc = run_app(sim_small.root, site / "out_wrong", "participant", "--derivatives",

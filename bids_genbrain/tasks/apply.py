@@ -299,8 +299,6 @@ def apply_to_session(bundle: GenBrain, task: ImageTask, output_dir: Path, subjec
     TaskInputError
         The session has none of the modalities the model enhances, or lacks a source.
     """
-    from ..workflows.outputs import figure_path
-
     resolution = float(bundle.arch.resolution)
     mask = brain_mask(resolution)
     label = f"sub-{subject}" + (f" ses-{session}" if session else "")
@@ -346,24 +344,98 @@ def apply_to_session(bundle: GenBrain, task: ImageTask, output_dir: Path, subjec
         else:
             image = predict(bundle, modality, values[None], [seed], settings)[0]
         volume = np.asanyarray(image.dataobj, dtype=np.float32)
-        panels = [(f"input: {m}", _grid(v, mask)) for v, m in zip(raw, kinds, strict=True)]
-        panels.append((f"{task.desc} {modality} (K={settings.average})", volume))
         metrics: dict[str, float] = {}
         if real is not None:
-            real_values = image_values(real, resolution)
             norm = bundle.normalisation[modality]
-            metrics = image_metrics(normalise(real_values, norm), normalise(volume[mask], norm),
-                                    mask)
+            metrics = image_metrics(normalise(image_values(real, resolution), norm),
+                                    normalise(volume[mask], norm), mask)
             sidecar["Quality"] = metrics
-            panels.append((f"real {modality}", _grid(real_values, mask)))
         if done is None:
             write_image(image, out_path, sidecar)
-        figure = _figure(figure_path(output_dir, {"sub": subject, "ses": session}, modality,
-                                     desc=task.desc), panels,
-                         f"{label}: GenBrain {task.describe()}")
+        figure = _output_figure(output_dir, subject, session, out_path, sidecar, inputs, real,
+                                resolution)
         run.outputs.append(TaskOutput(modality, out_path, list(inputs), real, figure, metrics,
-                                      [sample_seed(seed, 0, j) for j in range(settings.average)]))
+                                      sidecar["Seeds"]))
         LOGGER.info("%s: wrote %s", label, out_path.name)
+    return run
+
+
+def _output_figure(output_dir: Path, subject: str, session: str | None, out_path: Path,
+                   sidecar: dict[str, Any], inputs: Sequence[Path], real: Path | None,
+                   resolution: float) -> Path:
+    """The figure of one output: its input(s), the output and the real image (if any)."""
+    from ..workflows.outputs import figure_path
+
+    mask = brain_mask(resolution)
+    modality, desc = sidecar["Modality"], _desc(out_path)
+    panels = [(f"input: {m}", _grid(image_values(p, resolution), mask))
+              for p, m in zip(inputs, sidecar["ModelInputs"], strict=True)]
+    panels.append((f"{desc} {modality} (K={sidecar['Average']})",
+                   np.asanyarray(nb.load(out_path).dataobj, dtype=np.float32)))
+    if real is not None:
+        panels.append((f"real {modality}", _grid(image_values(real, resolution), mask)))
+    label = f"sub-{subject}" + (f" ses-{session}" if session else "")
+    return _figure(figure_path(output_dir, {"sub": subject, "ses": session}, modality,
+                               desc=desc), panels,
+                   f"{label}: {sidecar['Description'].split(':')[0]}")
+
+
+def _desc(path: Path) -> str:
+    from bids.layout import parse_file_entities
+
+    return str(parse_file_entities(str(path))["desc"])
+
+
+def _resolve_source(uri: str, output_dir: Path) -> Path:
+    """A ``Sources`` entry of :func:`_sources` back to a path."""
+    prefix = "bids::"
+    return output_dir / uri[len(prefix):] if uri.startswith(prefix) else Path(uri)
+
+
+def outputs_of_session(output_dir: Path, subject: str, session: str | None) -> TaskRun:
+    """The task outputs an earlier run wrote for one session, with their figures re-drawn.
+
+    For ``--reports-only``: every ``desc-enhanced``/``desc-synthetic`` image of the session
+    whose sidecar this module wrote; inputs, the real image, K and quality come from the
+    sidecar (no model is loaded).
+
+    Parameters
+    ----------
+    output_dir : Path
+        Participant-level derivatives root.
+    subject, session : str, str or None
+        Bare labels.
+
+    Returns
+    -------
+    TaskRun
+        ``notes`` name outputs whose inputs are gone (not shown).
+    """
+    folder = output_dir / f"sub-{subject}" / (f"ses-{session}" if session else "") / "anat"
+    prefix = f"sub-{subject}" + (f"_ses-{session}" if session else "")
+    run = TaskRun()
+    for out_path in sorted([*folder.glob(f"{prefix}_*_desc-enhanced_*.nii.gz"),
+                            *folder.glob(f"{prefix}_*_desc-synthetic_*.nii.gz")]):
+        meta = sidecar_path(out_path)
+        try:
+            sidecar = json.loads(meta.read_text(encoding="utf-8"))
+            inputs = [_resolve_source(s, output_dir) for s in sidecar["Sources"]]
+            real = (_resolve_source(sidecar["ComparedWith"], output_dir)
+                    if "ComparedWith" in sidecar else None)
+            modality = sidecar["Modality"]
+        except (OSError, json.JSONDecodeError, KeyError) as exc:
+            run.notes.append(f"{out_path.name}: no usable sidecar ({exc}); not shown")
+            continue
+        lost = [p.name for p in [*inputs, *([real] if real else [])] if not p.is_file()]
+        if lost:
+            run.notes.append(f"{out_path.name}: input(s) {', '.join(lost)} gone; not shown")
+            continue
+        resolution = float(nb.load(out_path).header.get_zooms()[0])
+        figure = _output_figure(output_dir, subject, session, out_path, sidecar, inputs, real,
+                                resolution)
+        run.outputs.append(TaskOutput(modality, out_path, inputs, real, figure,
+                                      dict(sidecar.get("Quality", {})),
+                                      list(sidecar.get("Seeds", []))))
     return run
 
 

@@ -4,20 +4,25 @@
 processed (a model for another task or grid is a one-line error, exit 2);
 :func:`apply_to_participant` runs :func:`~.apply.apply_to_session` for each session and turns
 what it did into report sections; a session without the model's sources fails that participant
-alone (exit 2 when every failure is of that kind).
+alone (exit 2 when every failure is of that kind). With ``--reports-only``,
+:func:`sections_from_outputs` rebuilds those sections from the outputs already written.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
 from ..model.checkpoint import GenBrain
 from ..reports.base import Section
-from .apply import Settings, TaskRun, apply_to_session
+from .apply import Settings, TaskRun, apply_to_session, outputs_of_session
 from .spec import ImageTask, TaskError, check_model_for
+
+TITLES = {"enhanced": "Enhanced images", "synthetic": "Imputed images"}
+"""Report section title of each kind of output (``desc`` entity)."""
 
 
 @dataclass
@@ -93,21 +98,53 @@ def apply_to_participant(config: Any, model: TaskModel, subject: str,
                                          session, model.settings))
         except InputError as exc:
             problems.append(str(exc))
+    text = (f"GenBrain {model.task.describe()} with {model.bundle.path} (mean of "
+            f"{model.settings.average} sample(s), {model.settings.steps} DDIM steps).")
+    return [_section(TITLES[model.task.desc], text, runs, problems)], "; ".join(problems)
+
+
+def sections_from_outputs(output_dir: Path, subject: str,
+                          sessions: Sequence[str | None]) -> list[Section]:
+    """Report sections of the task outputs an earlier run wrote (``--reports-only``).
+
+    Figures are re-drawn from the images named in each output's sidecar; no model is loaded.
+
+    Parameters
+    ----------
+    output_dir : Path
+        Participant-level derivatives root.
+    subject : str
+        Bare label.
+    sessions : sequence of str or None
+
+    Returns
+    -------
+    list of Section
+        One per kind of output found (enhanced, imputed); none without outputs.
+    """
+    runs = [outputs_of_session(output_dir, subject, s) for s in dict.fromkeys(sessions)]
+    sections = []
+    for desc, title in TITLES.items():
+        mine = [TaskRun([o for o in r.outputs if f"_desc-{desc}_" in o.path.name],
+                        [n for n in r.notes if f"_desc-{desc}_" in n]) for r in runs]
+        if any(r.outputs or r.notes for r in mine):
+            sections.append(_section(title, "Rebuilt from the existing outputs "
+                                     "(--reports-only).", mine, []))
+    return sections
+
+
+def _section(title: str, text: str, runs: Sequence[TaskRun], problems: Sequence[str]
+             ) -> Section:
+    """The report section of a participant's task outputs."""
     outputs = [o for r in runs for o in r.outputs]
-    notes = [n for r in runs for n in r.notes]
     has_real = any(o.real for o in outputs)
-    text = [f"GenBrain {model.task.describe()} with {model.bundle.path} (mean of "
-            f"{model.settings.average} sample(s), {model.settings.steps} DDIM steps). Each "
-            "figure: the model's input(s), the output"
-            + (" and the real image; the table compares them on [0, 1] intensities."
-               if has_real else ".")]
-    text += notes + problems
-    tables = [TaskRun(outputs).table()] if outputs else []
-    status = "error" if problems else "ok"
-    title = "Enhanced images" if model.task.name == "enhance" else "Imputed images"
-    section = Section(title, text="\n".join(text), tables=tables,
-                      figures=[o.figure for o in outputs], status=status)
-    return [section], "; ".join(problems)
+    lines = [text + " Each figure: the model's input(s), the output"
+             + (" and the real image; the table compares them on [0, 1] intensities."
+                if has_real else ".")]
+    lines += [n for r in runs for n in r.notes] + list(problems)
+    return Section(title, text="\n".join(lines), tables=[TaskRun(outputs).table()]
+                   if outputs else [], figures=[o.figure for o in outputs],
+                   status="error" if problems else "ok")
 
 
 def methods_text(config: Any) -> str:

@@ -12,6 +12,10 @@ balanced synthetic cohort sampled from the model (same design). Per run the benc
 * ``d_region_real`` / ``d_region_synth``: mean d in the planted regions (where the truth is
   below half its minimum) and their ratio;
 * ``r_real_truth`` / ``r_synth_truth``: both maps against the planted truth;
+* ``r_effect_synth_real``: Pearson r of the synthetic and real mean-difference maps (the GLM
+  contrast estimate, before division by the residual SD), and ``sigma_ratio``: median over
+  voxels of the synthetic residual SD over the real one - is a weak d-map r the difference
+  or the model's sampled variance?
 * ``r_synth_real_half``: the same r with only the first half of the synthetic cohort, and
   ``r_real_split``: r of the d maps of two disjoint halves of the real cohort (the real map's
   own reproducibility at N / 2) - to tell model error from d-map noise;
@@ -36,6 +40,12 @@ Fine-tuning starts from a checkpoint pretrained (from scratch, ``unit``) on a si
 control population (no patients) conditioned on age and sex only, and runs at the
 fine-tuning learning rate (1e-4, ``presets.FINE_TUNING_LR``) unless ``--lr`` says otherwise.
 
+Each trained model is sampled once per ``--weights`` (``ema``: the checkpoint's EMA weights;
+``raw``: the last optimiser step's weights, to see EMA lag), ``--sampling-steps`` and
+``--cfg``; each draw of ``max(--n-synthetic)`` images is also scored on stratified subsets of
+the smaller ``--n-synthetic`` sizes (synthetic d-map noise). ``--ema-decay`` sets
+``TrainConfig.ema_decay``.
+
 Simulated data, stores and the pretrained checkpoint are cached under ``--work``; every run
 appends rows to ``--out/bench_conditioning.tsv`` and rewrites ``bench_conditioning.md`` from
 all rows.
@@ -54,6 +64,8 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import copy
+import itertools
 import json
 import math
 import time
@@ -62,6 +74,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
 from bids_genbrain.bids import read_participants
@@ -72,7 +85,7 @@ from bids_genbrain.model.diffusion import DiffusionConfig
 from bids_genbrain.model.dit import GenBrainDiT
 from bids_genbrain.model.presets import FINE_TUNING_LR, ModelConfig, default_lr, get_preset
 from bids_genbrain.model.sampling import sample
-from bids_genbrain.model.train import TrainConfig, new_model, train
+from bids_genbrain.model.train import TrainConfig, _state_dir, new_model, train
 from bids_genbrain.simulate import Effects, SimulationConfig, load_effect_map, simulate_dataset
 from bids_genbrain.stats.compare import compare_maps
 from bids_genbrain.stats.glm import fit_glm, make_design
@@ -219,14 +232,18 @@ def largest_r(synthetic: np.ndarray, training: np.ndarray, centre: bool) -> floa
     return float(np.median((z(synthetic) @ z(training).T).max(axis=1)))
 
 
-def half_rows(table: pd.DataFrame, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Two disjoint halves of a table, stratified by diagnosis."""
+def half_rows(table: pd.DataFrame, seed: int,
+              fraction: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """Two disjoint parts of a table (``fraction`` of each diagnosis and the rest), stratified
+    by diagnosis; positions, not index labels."""
     rng = np.random.default_rng(seed)
     first, second = [], []
-    for _, rows in table.groupby(table["diagnosis"].astype(str), observed=True):
-        index = rng.permutation(rows.index.to_numpy())
-        first += list(index[: len(index) // 2])
-        second += list(index[len(index) // 2:])
+    labels = table["diagnosis"].astype(str).to_numpy()
+    for level in np.unique(labels):
+        index = rng.permutation(np.flatnonzero(labels == level))
+        cut = int(round(len(index) * fraction))
+        first += list(index[:cut])
+        second += list(index[cut:])
     return np.sort(first), np.sort(second)
 
 
@@ -252,16 +269,21 @@ def measure(store: CohortStore, truth: np.ndarray, wanted: pd.DataFrame,
             images: np.ndarray, seed: int) -> dict[str, float]:
     """Agreement of the synthetic and the real d maps (see the module docstring)."""
     data = np.asarray(store.data, dtype=np.float64)
-    real = real_d(store)
-    synth = fit_glm(images, design_of(wanted)).d
+    real_fit = fit_glm(data, design_of(store.table))
+    real = real_fit.d
+    synth_fit = fit_glm(images, design_of(wanted))
+    synth = synth_fit.d
     first, _ = half_rows(wanted, seed)
     synth_half = fit_glm(images[first], design_of(wanted.iloc[first])).d
     a, b = half_rows(store.table, seed)
     split = compare_maps(fit_glm(data[a], design_of(store.table.iloc[a])).d,
                          fit_glm(data[b], design_of(store.table.iloc[b])).d)["r"]
     region = truth <= 0.5 * truth.min()
+    varying = (real_fit.sigma > 0) & (synth_fit.sigma > 0)
     return {
         "r_synth_real": compare_maps(synth, real)["r"],
+        "r_effect_synth_real": compare_maps(synth_fit.effect, real_fit.effect)["r"],
+        "sigma_ratio": float(np.median(synth_fit.sigma[varying] / real_fit.sigma[varying])),
         "r_synth_real_half": compare_maps(synth_half, real)["r"],
         "r_real_split": split,
         "r_real_truth": compare_maps(real, truth)["r"],
@@ -275,25 +297,40 @@ def measure(store: CohortStore, truth: np.ndarray, wanted: pd.DataFrame,
 
 
 # ----------------------------------------------------------------------------- runs
-def architecture(name: str, resolution: float) -> ModelConfig:
-    """``tiny`` (the CPU preset) or ``test`` (the tests' 64-wide, depth-2 model)."""
+def architecture(name: str, resolution: float, patch_size: int | None = None,
+                 hidden_size: int | None = None) -> ModelConfig:
+    """``tiny`` (the CPU preset) or ``test`` (the tests' 64-wide, depth-2 model); a given
+    ``patch_size`` or ``hidden_size`` replaces the architecture's."""
     if name == "test":
-        return ModelConfig("test", hidden_size=64, depth=2, num_heads=4,
-                           patch_size=32 if resolution < 12 else 16, resolution=resolution)
-    return get_preset(name).with_(resolution=resolution)
+        config = ModelConfig("test", hidden_size=64, depth=2, num_heads=4,
+                             patch_size=32 if resolution < 12 else 16, resolution=resolution)
+    else:
+        config = get_preset(name).with_(resolution=resolution)
+    changes = {"patch_size": patch_size, "hidden_size": hidden_size}
+    return config.with_(**{k: v for k, v in changes.items() if v})
+
+
+def raw_weights(bundle: GenBrain, out: Path) -> GenBrain:
+    """A copy of ``bundle`` holding the last optimiser step's weights (not the EMA's)."""
+    raw = copy.deepcopy(bundle)
+    raw.model.load_state_dict(load_file(str(_state_dir(out) / "model.safetensors")))
+    return raw
 
 
 def pretrained(args: argparse.Namespace) -> Path:
     """A checkpoint pretrained on a control population (age, sex), cached under --work."""
+    arch = architecture(args.arch, args.resolution, args.patch_size, args.hidden_size)
     out = args.work / (f"pretrained_{args.arch}_r{args.resolution:g}_n{args.pretrain_n}"
                        f"_{args.pretrain_steps}"
-                       + ("" if args.prediction == "epsilon" else f"_{args.prediction}"))
+                       + ("" if args.prediction == "epsilon" else f"_{args.prediction}")
+                       + ("" if (args.patch_size, args.hidden_size) == (None, None)
+                          else f"_p{arch.patch_size}_h{arch.hidden_size}"))
     if not (out / "config.json").is_file():
         bids = simulated_site(args.work, args.pretrain_n, args.resolution, args.seed + 100,
                               patient_fraction=0.0, effect=args.effect)
         store = cohort_store(bids, args.resolution, ["age", "sex"])
-        bundle = new_model(architecture(args.arch, args.resolution), store,
-                           DiffusionConfig(prediction_type=args.prediction), seed=args.seed)
+        bundle = new_model(arch, store, DiffusionConfig(prediction_type=args.prediction),
+                           seed=args.seed)
         lr = default_lr(args.arch, fine_tuning=False)
         train(bundle, store, out, TrainConfig(steps=args.pretrain_steps, batch_size=args.batch,
                                               lr=lr if args.arch == "tiny" else 1e-3,
@@ -305,7 +342,7 @@ def pretrained(args: argparse.Namespace) -> Path:
 def run_variant(args: argparse.Namespace, variant: str, store: CohortStore,
                 truth: np.ndarray, reference: dict[str, float]) -> list[dict]:
     """Train one variant, sample once per CFG scale, measure."""
-    arch = architecture(args.arch, args.resolution)
+    arch = architecture(args.arch, args.resolution, args.patch_size, args.hidden_size)
     if args.experiment == "scratch":
         bundle = new_model(arch, store, DiffusionConfig(prediction_type=args.prediction),
                            seed=args.seed)
@@ -322,46 +359,60 @@ def run_variant(args: argparse.Namespace, variant: str, store: CohortStore,
     before = conditioning_scale(bundle.model)
     out = args.work / "runs" / (f"{args.experiment}_{variant}_{args.arch}_r{args.resolution:g}"
                                 f"_n{args.n}_e{args.effect:g}_b{args.batch}_lr{lr:g}"
-                                f"x{args.extension_lr_scale:g}_{args.prediction}")
+                                f"x{args.extension_lr_scale:g}_{args.prediction}"
+                                f"_ema{args.ema_decay:g}_p{arch.patch_size}"
+                                f"_h{arch.hidden_size}")
     rows, train_s = [], 0.0
     for steps in sorted(args.steps):  # one run, measured at each step count (resumed)
         tic = time.perf_counter()
         train(bundle, store, out, TrainConfig(steps=steps, batch_size=args.batch, lr=lr,
                                               extension_lr_scale=args.extension_lr_scale,
-                                              seed=args.seed, checkpoint_every=10**9,
-                                              progress=False, device="cpu"), resume=True)
+                                              ema_decay=args.ema_decay, seed=args.seed,
+                                              checkpoint_every=10**9, progress=False,
+                                              device="cpu"), resume=True)
         train_s += time.perf_counter() - tic
         after = conditioning_scale(bundle.model)
         loss = pd.read_csv(out / "loss.tsv", sep="\t")["loss"]
-        for cfg_scale in args.cfg:
-            tic = time.perf_counter()
-            wanted, images = synthetic_cohort(bundle, store, args.n_synthetic,
-                                              steps=args.sampling_steps, cfg_scale=cfg_scale,
-                                              seed=args.seed)
-            sample_s = time.perf_counter() - tic
-            row = {"experiment": args.experiment, "variant": variant, "arch": args.arch,
-                   "resolution": args.resolution, "n": args.n,
-                   "n_patient": int((store.table["diagnosis"].astype(str) == "patient").sum()),
-                   "steps": steps, "batch": args.batch, "lr": lr,
-                   "extension_lr_scale": args.extension_lr_scale,
-                   "prediction": bundle.diffusion.prediction_type, "cfg": cfg_scale,
-                   "n_synthetic": args.n_synthetic, "sampling_steps": args.sampling_steps,
-                   "seed": args.seed, "pretrained": parent.name if parent else "",
-                   "effect": args.effect, **measure(store, truth, wanted, images, args.seed),
-                   **reference,
-                   "final_loss": float(loss.tail(50).mean()),
-                   "t_norm_init": before["t_norm"],
-                   "diag_norm_init": before["diagnosis_diff_norm"],
-                   "t_norm": after["t_norm"], "diag_norm": after["diagnosis_diff_norm"],
-                   "train_s": round(train_s, 1), "sample_s": round(sample_s, 1)}
-            rows.append(row)
-            print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v)
-                              for k, v in row.items()}), flush=True)
+        common = {"experiment": args.experiment, "variant": variant, "arch": args.arch,
+                  "patch_size": arch.patch_size, "hidden_size": arch.hidden_size,
+                  "resolution": args.resolution, "n": args.n,
+                  "n_patient": int((store.table["diagnosis"].astype(str) == "patient").sum()),
+                  "steps": steps, "batch": args.batch, "lr": lr,
+                  "extension_lr_scale": args.extension_lr_scale, "ema_decay": args.ema_decay,
+                  "prediction": bundle.diffusion.prediction_type,
+                  "seed": args.seed, "pretrained": parent.name if parent else "",
+                  "effect": args.effect, **reference,
+                  "final_loss": float(loss.tail(50).mean()),
+                  "t_norm_init": before["t_norm"],
+                  "diag_norm_init": before["diagnosis_diff_norm"],
+                  "t_norm": after["t_norm"], "diag_norm": after["diagnosis_diff_norm"],
+                  "train_s": round(train_s, 1)}
+        for weights in args.weights:
+            model = bundle if weights == "ema" else raw_weights(bundle, out)
+            for sampling_steps, cfg_scale in itertools.product(args.sampling_steps, args.cfg):
+                tic = time.perf_counter()
+                wanted, images = synthetic_cohort(model, store, max(args.n_synthetic),
+                                                  steps=sampling_steps, cfg_scale=cfg_scale,
+                                                  seed=args.seed)
+                sample_s = time.perf_counter() - tic
+                for n_synthetic in sorted(args.n_synthetic):
+                    keep = (np.arange(len(wanted)) if n_synthetic >= len(wanted) else
+                            half_rows(wanted, args.seed, n_synthetic / len(wanted))[0])
+                    row = {**common, "weights": weights, "cfg": cfg_scale,
+                           "n_synthetic": len(keep), "sampling_steps": sampling_steps,
+                           **measure(store, truth, wanted.iloc[keep].reset_index(drop=True),
+                                     images[keep], args.seed),
+                           "sample_s": round(sample_s, 1)}
+                    rows.append(row)
+                    print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v)
+                                      for k, v in row.items()}), flush=True)
     return rows
 
 
-SHOWN = ["experiment", "variant", "arch", "resolution", "n", "effect", "steps", "lr",
-         "extension_lr_scale", "prediction", "cfg", "n_synthetic", "r_synth_real",
+SHOWN = ["experiment", "variant", "arch", "hidden_size", "patch_size", "resolution", "n",
+         "effect", "steps", "lr", "extension_lr_scale", "prediction", "ema_decay", "weights",
+         "sampling_steps", "cfg",
+         "n_synthetic", "r_synth_real", "r_effect_synth_real", "sigma_ratio",
          "r_synth_real_half", "r_real_split", "r_population_real", "r_real_truth",
          "r_synth_truth", "d_region_real", "d_region_synth", "median_max_r",
          "median_max_r_centred", "final_loss", "diag_norm_init", "diag_norm", "t_norm",
@@ -377,8 +428,9 @@ def markdown(results: pd.DataFrame) -> str:
              "| " + " | ".join(SHOWN) + " |", "|" + "---|" * len(SHOWN)]
     results = results.reindex(columns=list(dict.fromkeys([*SHOWN, *results.columns])))
     order = ["experiment", "resolution", "arch", "effect", "variant", "extension_lr_scale",
-             "prediction", "steps"]
-    for row in results.sort_values(order).itertuples():
+             "prediction", "ema_decay", "steps", "weights", "sampling_steps", "cfg",
+             "n_synthetic"]
+    for row in results.sort_values(order, na_position="first").itertuples():
         cells = []
         for name in SHOWN:
             value = getattr(row, name)
@@ -409,8 +461,18 @@ def main() -> None:
                         choices=["epsilon", "v_prediction", "sample"],
                         help="Training target (DiffusionConfig.prediction_type).")
     parser.add_argument("--cfg", type=float, nargs="+", default=[1.0])
-    parser.add_argument("--n-synthetic", type=int, default=200)
-    parser.add_argument("--sampling-steps", type=int, default=15)
+    parser.add_argument("--n-synthetic", type=int, nargs="+", default=[200],
+                        help="Synthetic cohort sizes (one draw of the largest, stratified "
+                             "subsets for the others).")
+    parser.add_argument("--sampling-steps", type=int, nargs="+", default=[15])
+    parser.add_argument("--weights", nargs="+", default=["ema"], choices=["ema", "raw"],
+                        help="Sample the EMA weights (the checkpoint's) and/or the raw ones.")
+    parser.add_argument("--ema-decay", type=float, default=TrainConfig.ema_decay,
+                        help="TrainConfig.ema_decay (warm-up (1 + s) / (10 + s) either way).")
+    parser.add_argument("--patch-size", type=int, default=None,
+                        help="Replace the architecture's patch size.")
+    parser.add_argument("--hidden-size", type=int, default=None,
+                        help="Replace the architecture's hidden size.")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--effect", type=float, default=0.1,
                         help="Planted fractional GM loss of patients (simulator default 0.1).")

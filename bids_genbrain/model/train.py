@@ -538,8 +538,8 @@ def extend_for(bundle: GenBrain, conditions: Sequence[ConditionSpec],
 
 
 def fit(store: CohortStore, out: Path | str, config: TrainConfig, *,
-        arch: ModelConfig | None = None, init: Path | str | None = None,
-        init_modality: str | None = None, resume: bool = True,
+        arch: ModelConfig | None = None, diffusion: DiffusionConfig | None = None,
+        init: Path | str | None = None, init_modality: str | None = None, resume: bool = True,
         rows: np.ndarray | None = None, image_conditions: ImageConditionFn | None = None,
         image_condition_names: Sequence[str] = (),
         task: dict[str, Any] | None = None, require_finished: bool = False) -> GenBrain:
@@ -555,6 +555,9 @@ def fit(store: CohortStore, out: Path | str, config: TrainConfig, *,
     config : TrainConfig
     arch : ModelConfig, optional
         Architecture of a new model (required without ``init``).
+    diffusion : DiffusionConfig, optional
+        Diffusion settings of a new model (default ``DiffusionConfig()``); a fine-tuned
+        checkpoint keeps its own.
     init : path-like, optional
         Checkpoint to fine-tune; extended with :func:`extend_for` to the store's conditions.
     init_modality : str, optional
@@ -585,7 +588,8 @@ def fit(store: CohortStore, out: Path | str, config: TrainConfig, *,
         bundle.provenance = {"parent": {"path": str(Path(init).resolve()),
                                         "weights_sha256": _weights_sha(init)}}
     elif arch is not None:
-        bundle = new_model(arch.with_(in_channels=1 + len(names)), store, seed=config.seed)
+        bundle = new_model(arch.with_(in_channels=1 + len(names)), store, diffusion,
+                           seed=config.seed)
     else:
         raise ValueError("give an architecture (arch) or a checkpoint to fine-tune (init)")
     bundle.image_conditions = names

@@ -24,7 +24,8 @@ from typing import Any
 
 from .derivatives import IMAGE_MODALITIES, TEMPLATE
 from .errors import InputError
-from .model.presets import COHORT_AVERAGE, GUIDANCE_SCALE, TASK_AVERAGE
+from .model.presets import (COHORT_AVERAGE, GUIDANCE_SCALE, PREDICTION_TYPE, PREDICTIONS,
+                             TASK_AVERAGE)
 
 ANALYSIS_LEVELS = ("participant", "group")
 REGISTRATION_CHOICES = ("fast", "accurate")
@@ -260,6 +261,10 @@ class Config:
         10000, panel=GROUP, minimum=1, metavar="N", help="Fine-tuning steps (paper: 10000).")
     batch_size: int = option(
         32, panel=GROUP, minimum=1, metavar="N", help="Training batch size (paper: 32).")
+    prediction_type: str = option(
+        PREDICTION_TYPE, panel=GROUP, choices=PREDICTIONS, metavar="TARGET",
+        help="Training target of a model trained from scratch: epsilon (the paper's), "
+        "v_prediction or sample; a --model keeps its own (docs/model.md).")
     lr: float | None = option(
         None, panel=GROUP, above=0.0, maximum=1.0, metavar="LR",
         default_text="1e-4 to fine-tune a --model (paper), 1e-3 from scratch",

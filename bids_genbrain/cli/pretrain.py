@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from ..model.presets import PRESETS, describe_presets
+from ..model.presets import PREDICTION_TYPE, PREDICTIONS, PRESETS, describe_presets
 
 _PRESETS_HELP = "\n".join(f"  {line}" for line in describe_presets().splitlines())
 
@@ -36,6 +36,9 @@ def pretrain(
         None, "--lr", show_default=False, help="AdamW learning rate [default: 1e-4 with "
         "--init; from scratch 1e-3 for tiny/small, 1e-4 for genbrain-b/l]."),
     checkpoint_every: int = typer.Option(500, "--checkpoint-every", min=1),
+    prediction_type: str = typer.Option(
+        PREDICTION_TYPE, "--prediction-type", help=f"Training target of a new model: "
+        f"{', '.join(PREDICTIONS)} (a checkpoint given with --init keeps its own)."),
     init: Path | None = typer.Option(
         None, "--init", help="Checkpoint to fine-tune (new conditions/modalities are added "
         "zero-initialised; they learn at 30x --lr)."),
@@ -55,8 +58,8 @@ def pretrain(
 
     try:
         _run(derivatives, out, preset, steps, batch_size, modality, condition, participants,
-             resolution, seed, lr, checkpoint_every, init, work_dir, device, resume,
-             cohort_only)
+             resolution, seed, lr, checkpoint_every, prediction_type, init, work_dir, device,
+             resume, cohort_only)
     except (InputError, ValueError, KeyError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         typer.echo(f"genbrain pretrain: error: {message}", err=True)
@@ -84,17 +87,19 @@ def _participants_table(path: Path | None, derivatives: list[Path], conditions: 
 
 
 def _run(derivatives, out, preset, steps, batch_size, modality, condition, participants,
-         resolution, seed, lr, checkpoint_every, init, work_dir, device, resume,
-         cohort_only) -> None:
+         resolution, seed, lr, checkpoint_every, prediction_type, init, work_dir, device,
+         resume, cohort_only) -> None:
     import torch.distributed as dist
 
     from ..cohort import CohortStore, build_cohort
     from ..errors import InputError
     from ..model.checkpoint import read_config
+    from ..model.diffusion import DiffusionConfig
     from ..model.presets import default_lr, get_preset
     from ..model.train import TrainConfig, fit, init_distributed, resolve_device
 
     arch = get_preset(preset)
+    diffusion = DiffusionConfig(prediction_type=prediction_type)  # checked before any work
     if init is not None:
         resolution = resolution or read_config(init)["architecture"]["resolution"]
     resolution = float(resolution or arch.resolution)
@@ -127,6 +132,7 @@ def _run(derivatives, out, preset, steps, batch_size, modality, condition, parti
         lr = default_lr(preset, fine_tuning=init is not None)
     config = TrainConfig(steps=steps, batch_size=batch_size, lr=lr,
                          checkpoint_every=checkpoint_every, seed=seed, device=device)
-    fit(store, out, config, arch=arch.with_(resolution=resolution), init=init, resume=resume)
+    fit(store, out, config, arch=arch.with_(resolution=resolution), diffusion=diffusion,
+        init=init, resume=resume)
     if env.main:
         typer.echo(f"checkpoint written to {out} ({len(store)} images, {steps} steps)")

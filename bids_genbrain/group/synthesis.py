@@ -76,6 +76,7 @@ def train_site_model(config: Config, site: SiteCohort, plan: GroupPlan, paths: G
     -------
     TrainedModel
     """
+    from ..model.diffusion import DiffusionConfig
     from ..model.presets import get_preset
     from ..model.train import TrainConfig, fit
 
@@ -88,8 +89,9 @@ def train_site_model(config: Config, site: SiteCohort, plan: GroupPlan, paths: G
                          rows=plan.training_rows, require_finished=config.reports_only)
         else:
             arch = get_preset(config.preset).with_(resolution=site.resolution)
-            bundle = fit(site.store, paths.model, train_cfg, arch=arch, rows=plan.training_rows,
-                         require_finished=config.reports_only)
+            bundle = fit(site.store, paths.model, train_cfg, arch=arch,
+                         diffusion=DiffusionConfig(prediction_type=config.prediction_type),
+                         rows=plan.training_rows, require_finished=config.reports_only)
     write_split(site, plan, paths.split, config.seed)
     return TrainedModel(bundle=bundle, directory=paths.model,
                         from_scratch=config.model is None)

@@ -20,12 +20,9 @@ from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
 from torch import nn
 
 from .dit import GenBrainDiT
-from .presets import GUIDANCE_SCALE
+from .presets import GUIDANCE_SCALE, PREDICTION_TYPE, PREDICTIONS
 
 SCHEDULES = {"linear": "linear_beta", "scaled_linear": "scaled_linear_beta"}
-PREDICTIONS = ("epsilon", "v_prediction", "sample")
-"""What the network predicts (MONAI's ``prediction_type``): the noise (DDPM, the paper), the
-velocity ``sqrt(a) eps - sqrt(1 - a) x0`` or the clean image."""
 
 
 @dataclass(frozen=True)
@@ -51,7 +48,7 @@ class DiffusionConfig:
     schedule: str = "linear"
     beta_start: float = 1e-4
     beta_end: float = 2e-2
-    prediction_type: str = "epsilon"
+    prediction_type: str = PREDICTION_TYPE
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:

@@ -86,6 +86,16 @@ single draws, since averaging K draws shrinks the per-voxel SD and inflates effe
 TASK_AVERAGE = 5
 """Draws averaged per enhanced or imputed image (the paper's)."""
 
+PREDICTIONS = ("epsilon", "v_prediction", "sample")
+"""What the network predicts (MONAI's ``prediction_type``): the noise (DDPM, the paper), the
+velocity ``sqrt(a) eps - sqrt(1 - a) x0`` or the clean image."""
+
+PREDICTION_TYPE = "epsilon"
+"""Default training target of a new model (the paper's). ``v_prediction`` learned a planted
+diagnosis better on CPU (docs/model.md, "Conditioning that learns": synthetic vs real d-map r
+0.26 vs 0.20 at CFG 1, 0.33 vs 0.26 at CFG 2 after 1,500 steps, one seed); not made the default
+on that one comparison. ``--prediction-type`` selects it."""
+
 FINE_TUNING_LR = 1e-4
 """Learning rate to fine-tune a checkpoint (the paper's)."""
 

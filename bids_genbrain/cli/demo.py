@@ -8,13 +8,13 @@ Everything is made here (no download, no network):
 2. a single-site study large enough for a group level, simulated straight in MNI space (GM
    maps as the participant level would write them; no registration needed), with a planted
    diagnosis effect (patients lose GM in both hippocampi and the precuneus);
-3. optionally (``--population N``) a healthy population simulated in MNI space and a tiny
+3. optionally (``--population N``) a healthy population simulated in MNI space and a nano
    foundation model pretrained on it (``genbrain pretrain``), which the group level then
    fine-tunes, the GenBrain way;
-4. the group level on the site: the tiny model trained from scratch on the site (or fine-tuned),
-   a balanced synthetic cohort, BWAS maps of the real and the synthetic cohort, and both held
-   against the planted effect map (the reference map), so the report says how well each
-   recovers the truth. The demo ends with that agreement in a few lines.
+4. the group level on the site (8 mm grid by default): the nano model trained from scratch on
+   the site (or fine-tuned), a balanced synthetic cohort, BWAS maps of the real and the
+   synthetic cohort, and both held against the planted effect map (the reference map), so the
+   report says how well each recovers the truth. The demo ends with that agreement in a few lines.
 """
 
 from __future__ import annotations
@@ -27,6 +27,11 @@ from typing import Annotated
 import typer
 
 from ..errors import InputError
+
+DEMO_PRESET = "nano"
+DEMO_PREDICTION = "v_prediction"
+"""The demo's model: the smallest preset, trained to predict velocity, which learned a planted
+diagnosis in fewer steps than the noise target (docs/model.md, "Conditioning that learns")."""
 
 
 @dataclass(frozen=True)
@@ -121,21 +126,25 @@ def demo(
         help="Participants of the site the group level models (about half patients).",
         min=8)] = 80,
     population: Annotated[int, typer.Option(
-        help="Healthy participants of a simulated population to pretrain a tiny foundation "
+        help="Healthy participants of a simulated population to pretrain a nano foundation "
         "model on, which the group level then fine-tunes (0: train from scratch on the "
         "site).", min=0)] = 0,
     resolution: Annotated[float, typer.Option(
-        min=0.5, max=16.0, help="MNI grid of the outputs in mm (the paper's is 2; the demo's "
-        "coarse default keeps it to minutes).")] = 4.0,
+        min=0.5, max=16.0, help="MNI grid of the participant level's outputs in mm (the "
+        "paper's is 2; the demo's coarse default keeps it to minutes).")] = 4.0,
+    group_resolution: Annotated[float, typer.Option(
+        min=0.5, max=16.0, help="MNI grid of the site's maps and the group level's model in "
+        "mm (at 8 mm the nano model learns the planted diagnosis in minutes on two "
+        "cores).")] = 8.0,
     steps: Annotated[int, typer.Option(
-        help="Training steps on the site (the tiny model needs thousands to learn the "
-        "diagnosis; the default keeps the demo near 10 minutes on two cores).", min=1)] = 200,
+        help="Training steps on the site (the model needs thousands to learn the diagnosis: "
+        "docs/model.md).", min=1)] = 12000,
     pretrain_steps: Annotated[int, typer.Option(
-        help="Training steps on the population (with --population).", min=1)] = 1500,
+        help="Training steps on the population (with --population).", min=1)] = 3000,
     n_synthetic: Annotated[int, typer.Option(help="Synthetic images to generate.",
-                                             min=4)] = 48,
+                                             min=4)] = 100,
     sampling_steps: Annotated[int, typer.Option(help="DDIM steps per synthetic image.",
-                                                min=1)] = 10,
+                                                min=1)] = 15,
     nprocs: Annotated[int, typer.Option(help="Processes (0: all CPUs).", min=0)] = 0,
     seed: Annotated[int, typer.Option(help="Seed of the simulations and of both levels.",
                                       min=0)] = 0,
@@ -150,8 +159,9 @@ def demo(
         typer.echo(f"genbrain demo: error: {out_dir} is not empty; give a new folder", err=True)
         raise typer.Exit(2)
     try:
-        summary = _run_demo(out_dir, participants, site_size, population, resolution, steps,
-                            pretrain_steps, n_synthetic, sampling_steps, nprocs, seed)
+        summary = _run_demo(out_dir, participants, site_size, population, resolution,
+                            group_resolution, steps, pretrain_steps, n_synthetic,
+                            sampling_steps, nprocs, seed)
     except (InputError, ValueError) as exc:
         typer.echo(f"genbrain demo: error: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -161,8 +171,8 @@ def demo(
 
 
 def _run_demo(out_dir: Path, participants: int, site_size: int, population: int,
-              resolution: float, steps: int, pretrain_steps: int, n_synthetic: int,
-              sampling_steps: int, nprocs: int, seed: int) -> DemoSummary:
+              resolution: float, group_resolution: float, steps: int, pretrain_steps: int,
+              n_synthetic: int, sampling_steps: int, nprocs: int, seed: int) -> DemoSummary:
     from ..config import Config
     from ..simulate import simulate_dataset
     from ..simulation.config import Acquisition, SimulationConfig
@@ -192,22 +202,23 @@ def _run_demo(out_dir: Path, participants: int, site_size: int, population: int,
                f"space (GM maps, planted diagnosis effect) in {site}")
     sim = simulate_dataset(site, SimulationConfig.fast(
         n_subjects=site_size, n_sites=1, modalities=("T1w",), seed=seed + 1, native=False,
-        mnimaps=True, maps=("GM",), subject_truth=False, mni_resolution=resolution,
-        anatomy_resolution=min(resolution, 4.0)), progress=True)
+        mnimaps=True, maps=("GM",), subject_truth=False, mni_resolution=group_resolution,
+        anatomy_resolution=min(group_resolution, 4.0)), progress=True)
     model = None
     if population:
-        model = _pretrain(out_dir, population, resolution, pretrain_steps, seed, n_steps)
+        model = _pretrain(out_dir, population, group_resolution, pretrain_steps, seed, n_steps)
     origin = "fine-tuned from the population model" if model else "trained from scratch"
-    typer.echo(f"[{n_steps}/{n_steps}] group level on {site} (tiny model {origin}, "
-               f"{n_synthetic} synthetic images)")
+    typer.echo(f"[{n_steps}/{n_steps}] group level on {site} ({DEMO_PRESET} model {origin}, "
+               f"{steps} steps, {n_synthetic} synthetic images)")
     group_out = out_dir / "site_outputs"
     code = run(Config(
         bids_dir=site, output_dir=group_out, work_dir=out_dir / "work", analysis_level="group",
-        derivatives=[sim.mnimaps], modality="GM", preset="tiny", model=model, steps=steps,
-        batch_size=8, n_synthetic=n_synthetic, sampling_steps=sampling_steps,
-        condition=["age", "sex"], contrast="diagnosis",
-        reference_map=effect_path(sim.groundtruth, "GM", "diagnosis", resolution),
-        nprocs=nprocs, seed=seed, resolution=resolution, command_line=command).validate())
+        derivatives=[sim.mnimaps], modality="GM", preset=DEMO_PRESET, model=model, steps=steps,
+        batch_size=8, prediction_type=DEMO_PREDICTION, n_synthetic=n_synthetic,
+        sampling_steps=sampling_steps, condition=["age", "sex"], contrast="diagnosis",
+        reference_map=effect_path(sim.groundtruth, "GM", "diagnosis", group_resolution),
+        nprocs=nprocs, seed=seed, resolution=group_resolution,
+        command_line=command).validate())
     if code != 0:
         typer.echo(f"genbrain demo: the group level failed; see {group_out / 'logs'}", err=True)
         raise typer.Exit(code)
@@ -221,9 +232,10 @@ def _run_demo(out_dir: Path, participants: int, site_size: int, population: int,
 
 def _pretrain(out_dir: Path, population: int, resolution: float, steps: int, seed: int,
               n_steps: int) -> Path:
-    """Simulate a healthy population in MNI space and pretrain a tiny model on its GM maps."""
+    """Simulate a healthy population in MNI space and pretrain a nano model on its GM maps."""
     from ..bids import read_participants
     from ..cohort import CohortStore, build_cohort
+    from ..model.diffusion import DiffusionConfig
     from ..model.presets import default_lr, get_preset
     from ..model.train import TrainConfig, fit
     from ..simulate import simulate_dataset
@@ -231,7 +243,7 @@ def _pretrain(out_dir: Path, population: int, resolution: float, steps: int, see
 
     root = out_dir / "population"
     typer.echo(f"[4/{n_steps}] simulating a population of {population} healthy adults in MNI "
-               f"space and pretraining a tiny model on it ({steps} steps)")
+               f"space and pretraining a {DEMO_PRESET} model on it ({steps} steps)")
     pop = simulate_dataset(root, SimulationConfig.population(
         n_subjects=population, modalities=("T1w",), maps=("GM",), mni_resolution=resolution,
         seed=seed + 2), progress=True)
@@ -241,7 +253,8 @@ def _pretrain(out_dir: Path, population: int, resolution: float, steps: int, see
         conditions=["age", "sex"], resolution=resolution, progress=False)
     model = out_dir / "population_model"
     fit(store, model, TrainConfig(steps=steps, batch_size=8, seed=seed, device="cpu",
-                                  lr=default_lr("tiny", fine_tuning=False),
+                                  lr=default_lr(DEMO_PRESET, fine_tuning=False),
                                   checkpoint_every=max(1, steps // 2)),
-        arch=get_preset("tiny").with_(resolution=resolution))
+        arch=get_preset(DEMO_PRESET).with_(resolution=resolution),
+        diffusion=DiffusionConfig(prediction_type=DEMO_PREDICTION))
     return model

@@ -1,8 +1,10 @@
 """Named model configurations and their parameter counts.
 
 ``genbrain-l`` is the paper's model (2 mm, patch 256, depth 24, hidden 1024, 16 heads);
-``genbrain-b`` halves depth and narrows it; ``small`` and ``tiny`` run on CPUs (``tiny`` trains
-usefully on two cores in minutes on the 4 mm grid, and is what the tests use).
+``genbrain-b`` halves depth and narrows it; ``small``, ``tiny`` and ``nano`` run on CPUs
+(``tiny`` trains usefully on two cores in minutes on the 4 mm grid, and is what the tests use;
+``nano``, the benchmarks' 64-wide depth-2 model, learns a planted diagnosis on the 8 mm grid
+in a few thousand steps of ~20 ms, which is what ``genbrain demo`` needs).
 Parameter counts are computed from the architecture without building it (no torch import),
 so ``genbrain pretrain --help`` can print them; a test checks them against the real module.
 """
@@ -69,6 +71,8 @@ PRESETS: dict[str, ModelConfig] = {
                          resolution=3.0),
     "tiny": ModelConfig("tiny", hidden_size=128, depth=4, num_heads=4, patch_size=64,
                         resolution=4.0),
+    "nano": ModelConfig("nano", hidden_size=64, depth=2, num_heads=4, patch_size=32,
+                        resolution=8.0),
 }
 
 
@@ -99,7 +103,8 @@ on that one comparison. ``--prediction-type`` selects it."""
 FINE_TUNING_LR = 1e-4
 """Learning rate to fine-tune a checkpoint (the paper's)."""
 
-FROM_SCRATCH_LR = {"genbrain-l": 1e-4, "genbrain-b": 1e-4, "small": 1e-3, "tiny": 1e-3}
+FROM_SCRATCH_LR = {"genbrain-l": 1e-4, "genbrain-b": 1e-4, "small": 1e-3, "tiny": 1e-3,
+                   "nano": 1e-3}
 """Learning rate to train each preset from scratch. The paper-sized models use DiT's 1e-4;
 the CPU presets need more: on a simulated site of 40 (4 mm), ``tiny`` at 1e-4 still samples
 noise after 2,000 steps (median largest r of a sample with any training image 0.09), at 1e-3

@@ -276,8 +276,9 @@ def _load_state(state_dir: Path, model: torch.nn.Module, ema: torch.nn.Module,
     return int(record["step"])
 
 
-def write_loss_log(out: Path, rows: list[dict[str, float]]) -> None:
-    """Write ``loss.tsv`` and ``loss.png`` (atomically) from logged rows."""
+def write_loss_log(out: Path, rows: list[dict[str, float]], target: str) -> None:
+    """Write ``loss.tsv`` and ``loss.png`` (atomically) from logged rows; ``target`` is what
+    the network predicts (the diffusion config's ``prediction_type``)."""
     table = pd.DataFrame(rows, columns=["step", "loss", "grad_norm", "lr", "images_per_s"])
     atomic_write_text(out / "loss.tsv", table.to_csv(sep="\t", index=False))
     if table.empty:
@@ -292,7 +293,7 @@ def write_loss_log(out: Path, rows: list[dict[str, float]]) -> None:
     window = max(1, len(table) // 50)
     ax.plot(table["step"], table["loss"].rolling(window, min_periods=1).mean(), lw=1.5,
             label=f"running mean ({window})")
-    ax.set(xlabel="step", ylabel="MSE (epsilon)", yscale="log", title="GenBrain training loss")
+    ax.set(xlabel="step", ylabel=f"MSE ({target})", yscale="log", title="GenBrain training loss")
     ax.legend()
     fig.tight_layout()
     with atomic_path(out / "loss.png") as tmp:
@@ -404,7 +405,7 @@ def train(bundle: GenBrain, store: CohortStore, out: Path | str, config: TrainCo
             bundle.provenance = _provenance(bundle, store, config, env.world, step, targets)
             save_checkpoint(bundle, out, state=ema.state_dict())
             _save_state(out, model, ema, opt, step, identity)
-            write_loss_log(out, log)
+            write_loss_log(out, log, bundle.diffusion.prediction_type)
         if env.world > 1:
             dist.barrier()
 

@@ -319,7 +319,8 @@ class Config:
              "finished model and synthetic cohort (no training, no sampling).")
     boilerplate_only: bool = option(
         False, panel=RUN,
-        help="Write the methods boilerplate (logs/CITATION.md) and exit.")
+        help="Write the methods boilerplate (logs/CITATION.md; with the group level also "
+             "logs/CITATION_group.md) and exit.")
     config_file: Path | None = option(
         None, panel=RUN, path="file", metavar="TOML",
         help="Settings of an earlier run (every run writes one: logs/<level>-<run>.toml and "

@@ -26,14 +26,14 @@ import numpy as np
 import pandas as pd
 
 from ..cohort import image_values, normalise
-from ..derivatives import (TEMPLATE, bids_uri, kind_path, modality_entities, res_label,
-                           sidecar_path, write_image)
+from ..derivatives import (TEMPLATE, bids_uri, derivative_path, kind_path, modality_entities,
+                           res_label, sidecar_path, write_image)
 from ..evaluate.imagetasks import image_metrics
 from ..model.checkpoint import GenBrain
 from ..model.diffusion import sample_seed
 from ..model.sampling import sample
 from ..templates import brain_mask
-from .spec import ImageTask, TaskError
+from .spec import OUTPUT_DESC, ImageTask, TaskError
 
 LOGGER = logging.getLogger(__name__)
 
@@ -411,11 +411,10 @@ def outputs_of_session(output_dir: Path, subject: str, session: str | None) -> T
     TaskRun
         ``notes`` name outputs whose inputs are gone (not shown).
     """
-    folder = output_dir / f"sub-{subject}" / (f"ses-{session}" if session else "") / "anat"
-    prefix = f"sub-{subject}" + (f"_ses-{session}" if session else "")
+    folder = derivative_path(output_dir, {"sub": subject, "ses": session}, "T1w").parent
     run = TaskRun()
-    for out_path in sorted([*folder.glob(f"{prefix}_*_desc-enhanced_*.nii.gz"),
-                            *folder.glob(f"{prefix}_*_desc-synthetic_*.nii.gz")]):
+    for out_path in sorted(p for desc in OUTPUT_DESC.values()
+                           for p in folder.glob(f"*_desc-{desc}_*.nii.gz")):
         meta = sidecar_path(out_path)
         try:
             sidecar = json.loads(meta.read_text(encoding="utf-8"))

@@ -5,16 +5,22 @@ cohort, gives a BWAS map closer to the truth than the site's own small-sample ma
 truth is known: for each site size N (default 20, 40, 80) a single-site study is simulated
 straight in MNI space (``derivatives/mnimaps``, no native images) with a planted diagnosis
 effect (patients lose 10 % GM in both hippocampi and the precuneus), and the group level runs
-through the CLI (``bids_genbrain BIDS OUT group``, ``tiny`` model, GM probability, contrast
-diagnosis, confounds age and sex, the planted GM diagnosis effect as ``--reference-map``) in
-two modes:
+through the CLI (``bids_genbrain BIDS OUT group``, GM probability, contrast diagnosis,
+confounds age and sex, the planted GM diagnosis effect as ``--reference-map``) in two modes.
+The defaults are the settings ``genbrain demo`` learns the planted diagnosis with on a CPU
+(docs/model.md, "Conditioning that learns"): the 8 mm grid, the ``nano`` preset trained to
+predict velocity (``v_prediction``) for 12,000 steps of batch 8, 100 synthetic images with 15
+DDIM steps at the group level's guidance scale; the options that set them are the group
+level's (``--resolution``, ``--preset``, ``--prediction-type``, ``--steps``,
+``--batch-size``, ``--lr``, ``--cfg-scale``, ``--n-synthetic``, ``--sampling-steps``).
 
 * ``scratch``: the model is trained from scratch on the site (GenBrain-st), at the preset's
   from-scratch learning rate;
 * ``finetune``: the model is fine-tuned (``--model``, fine-tuning learning rate) from a
   population checkpoint: ``genbrain simulate --population`` (healthy adults 18-90, both sexes,
-  four sites, five MNI maps: T1w, FLAIR, GM, modulated GM, FA) and ``genbrain pretrain`` on all
-  five with the modality index as a condition; the group level adds the diagnosis embedder.
+  four sites, five MNI maps: T1w, FLAIR, GM, modulated GM, FA) and ``genbrain pretrain`` of
+  the same preset and prediction type on all five with the modality index as a condition;
+  the group level adds the diagnosis embedder.
 
 Reported per N and mode, for the real and the synthetic d map against the truth: Pearson r,
 the Dice coefficients (d > 0, d < 0, micro-averaged, top 20 % |d|) with 95 % intervals
@@ -22,22 +28,24 @@ the Dice coefficients (d > 0, d < 0, micro-averaged, top 20 % |d|) with 95 % int
 group level; the synthetic map's over the synthetic images kept by the privacy gate, 200 draws,
 computed here: it covers the sampling of the synthetic cohort, not the training of the model),
 the mean d inside and outside the planted regions, Pearson r of the synthetic d map with the
-real one (does the model reproduce its site's effect?), the privacy gate, the final training
-loss and wall times. Then the claim, per N: does the synthetic map beat the real one?
+real one (does the model reproduce its site's effect?) and the ratio of their mean d in the
+regions, the privacy gate, the final training loss and wall times; every row carries the
+settings it was run with. Then the claim, per N: does the synthetic map beat the real one?
 
 Sign convention: d = second sorted level minus the first (``patient - CN``, read back from the
 statmap sidecar's ``Levels``); the planted map is the relative GM change of patients versus
 controls (negative in the regions). Agreement means r > 0 and a negative mean d in the regions.
 
 Every stage keeps its results in ``--work`` and is skipped when done, so the benchmark can run
-as several shorter jobs (``--stage``), e.g.::
+as several shorter jobs (``--stage``); a finished cell run with other settings is an error
+(use another ``--work``), e.g.::
 
     B="python benchmarks/bench_bwas_truth.py --work /scratch/bench"
     $B --stage population                      # simulate the population
-    $B --stage pretrain --pretrain-steps 2500  # pretrain (resumable: a later call with more
-    $B --stage pretrain --pretrain-steps 5000  #   steps continues the same run)
-    $B --stage group --sizes 20 --modes scratch finetune
-    $B --stage group --sizes 40 80 --modes scratch finetune
+    $B --stage pretrain --pretrain-steps 6000  # pretrain (resumable: a later call with more
+    $B --stage pretrain --pretrain-steps 12000 #   steps continues the same run)
+    $B --stage group --sizes 20 40 80 --modes scratch
+    $B --stage group --sizes 20 40 80 --modes finetune
     $B --stage report                          # tables -> benchmarks/results/
 
 With ``GENBRAIN_TEMPLATES=fallback`` everything runs offline.
@@ -59,6 +67,8 @@ import numpy as np
 import pandas as pd
 from rich.console import Console
 
+from bids_genbrain.cli.demo import DEMO_PREDICTION, DEMO_PRESET
+from bids_genbrain.cli.study_options import config_default
 from bids_genbrain.cohort import CohortStore
 from bids_genbrain.derivatives import res_label
 from bids_genbrain.simulate import SimulationConfig, load_effect_map, simulate_dataset
@@ -75,6 +85,9 @@ CONSOLE = Console(stderr=True)
 MODES = ("scratch", "finetune")
 POPULATION_MODALITIES = ("T1w", "FLAIR", *POPULATION_MAPS)
 N_BOOT = 200
+SETTINGS = ("resolution", "preset", "prediction_type", "steps", "batch_size", "lr", "cfg_scale",
+            "n_synthetic", "sampling_steps", "seed")
+"""Options of the group level a cell is run with (the CLI's names, ``--cfg-scale`` ...)."""
 
 
 def _run(command: list, log: Path) -> float:
@@ -118,13 +131,18 @@ def stage_pretrain(args: argparse.Namespace) -> dict:
         raise SystemExit("run --stage population first")
     out = args.work / "population_model"
     config = out / "config.json"
-    if config.is_file() and json.loads(config.read_text())["provenance"]["steps"] \
-            >= args.pretrain_steps:
-        return _pretrain_info(out)
+    if config.is_file():
+        done = _pretrain_info(out)
+        if (done["preset"], done["prediction_type"]) != (args.preset, args.prediction_type):
+            raise SystemExit(f"{out} is a {done['preset']} {done['prediction_type']} model, not "
+                             f"{args.preset} {args.prediction_type}: give another --work")
+        if done["steps"] >= args.pretrain_steps:
+            return done
     root = Path(population["root"])
     modalities = [a for m in POPULATION_MODALITIES for a in ("--modality", m)]
     seconds = _run([GENBRAIN, "pretrain", root / "derivatives" / "mnimaps", "--participants",
-                    root, "--out", out, "--preset", "tiny", "--resolution",
+                    root, "--out", out, "--preset", args.preset, "--prediction-type",
+                    args.prediction_type, "--resolution",
                     f"{args.resolution:g}", "--steps", args.pretrain_steps, "--batch-size",
                     args.pretrain_batch_size, "--checkpoint-every", 250, "--seed", args.seed,
                     *modalities, "--condition", "age", "--condition", "sex",
@@ -140,7 +158,8 @@ def _pretrain_info(out: Path) -> dict:
     config = json.loads((out / "config.json").read_text())
     loss = pd.read_csv(out / "loss.tsv", sep="\t")["loss"]
     times = _done(out.parent / "pretrain_times.json") or {}
-    return {"path": str(out), "steps": config["provenance"]["steps"],
+    return {"path": str(out), "steps": config["provenance"]["steps"], "preset": config["preset"],
+            "prediction_type": config["diffusion"]["prediction_type"],
             "n_images": config["provenance"]["n_images"],
             "batch_size": config["provenance"]["batch_size"],
             "modalities": config["modalities"], "final_loss": float(loss.tail(50).mean()),
@@ -171,11 +190,30 @@ class SimpleSim:
         self.table = pd.read_csv(self.groundtruth / "simulation.tsv", sep="\t")
 
 
+def settings(args: argparse.Namespace) -> dict:
+    """The group-level settings of this call (:data:`SETTINGS`; ``lr`` None: the CLI's)."""
+    return {name: getattr(args, name) for name in SETTINGS}
+
+
+def group_options(args: argparse.Namespace) -> list:
+    """The group level's options for :func:`settings` (``--lr`` only when given)."""
+    options = []
+    for name, value in settings(args).items():
+        if value is not None:
+            flag = "--" + name.replace("_", "-")
+            options += [flag, f"{value:g}" if isinstance(value, float) else value]
+    return options
+
+
 def run_cell(n: int, mode: str, args: argparse.Namespace) -> list[dict]:
     """Group level of one site size and mode; its result rows (cached)."""
     root = args.work / f"n{n}"
     record = root / f"{mode}.json"
     if (done := _done(record)) is not None:
+        ran = {name: done[0]["requested"][name] for name in SETTINGS}
+        if ran != settings(args):
+            raise SystemExit(f"N={n} {mode} in {args.work} was run with {ran}, not "
+                             f"{settings(args)}: give another --work")
         return done
     root.mkdir(parents=True, exist_ok=True)
     sim = simulate_site(root, n, args)
@@ -184,12 +222,9 @@ def run_cell(n: int, mode: str, args: argparse.Namespace) -> list[dict]:
         shutil.rmtree(out)
     reference = effect_path(sim.groundtruth, "GM", "diagnosis", args.resolution)
     command = [BIDS_GENBRAIN, sim.root, out, "group", "--derivatives", sim.mnimaps,
-               "--resolution", f"{args.resolution:g}", "--preset", "tiny",
-               "--steps", args.steps, "--batch-size", args.batch_size,
-               "--n-synthetic", args.n_synthetic, "--sampling-steps", args.sampling_steps,
-               "--modality", "GM", "--condition", "age", "sex", "--contrast", "diagnosis",
-               "--seed", args.seed, "--reference-map", reference, "--nprocs", 1,
-               "--work-dir", out / "work"]
+               *group_options(args), "--modality", "GM", "--condition", "age", "sex",
+               "--contrast", "diagnosis", "--reference-map", reference, "--nprocs", 1,
+               "--omp-nthreads", 1, "--work-dir", out / "work"]
     if mode == "finetune":
         command += ["--model", args.work / "population_model"]
     seconds = _run(command, root / f"{mode}.log")
@@ -246,7 +281,8 @@ def evaluate(n: int, mode: str, sim: SimpleSim, out: Path, args: argparse.Namesp
     memo = pd.read_csv(bwas / "memorization.tsv", sep="\t")
     kept = np.flatnonzero(~memo["flagged"].to_numpy(dtype=bool))
     loss = pd.read_csv(out / "group" / "model" / "loss.tsv", sep="\t")["loss"]
-    provenance = json.loads((out / "group" / "model" / "config.json").read_text())["provenance"]
+    model = json.loads((out / "group" / "model" / "config.json").read_text())
+    provenance = model["provenance"]
     groups = sim.table["diagnosis"].value_counts()
     paths = {desc: bwas / (STATMAP.format(res=res_label(args.resolution), desc=desc)
                            + ".nii.gz") for desc in ("real", "synthetic")}
@@ -267,7 +303,11 @@ def evaluate(n: int, mode: str, sim: SimpleSim, out: Path, args: argparse.Namesp
                 low, high = synthetic_ci.loc[metric, "ci_low"], synthetic_ci.loc[metric, "ci_high"]
             row[f"{metric}_ci_low"], row[f"{metric}_ci_high"] = float(low), float(high)
         row.update({
-            "mean_d_region": inside, "mean_d_outside": outside,
+            "preset": model["preset"], "prediction_type": model["diffusion"]["prediction_type"],
+            "resolution": args.resolution, "steps": int(provenance["train_config"]["steps"]),
+            "batch_size": int(provenance["batch_size"]), "cfg_scale": args.cfg_scale,
+            "n_synthetic": args.n_synthetic, "sampling_steps": args.sampling_steps,
+            "seed": args.seed, "mean_d_region": inside, "mean_d_outside": outside,
             "truth_sign_region": truth_sign,
             "direction_agrees": bool(np.sign(inside) == truth_sign and row["r"] > 0),
             "n_synthetic_kept": int(len(kept)),
@@ -277,8 +317,12 @@ def evaluate(n: int, mode: str, sim: SimpleSim, out: Path, args: argparse.Namesp
             "synthetic_real_d_r": maps_correlation(paths["real"], paths["synthetic"]),
             "group_s": round(seconds, 1),
             "truth_description": truth_meta.get("Description", ""),
+            "requested": settings(args),
         })
         rows.append(row)
+    ratio = rows[1]["mean_d_region"] / rows[0]["mean_d_region"]
+    for row in rows:
+        row["region_d_synthetic_over_real"] = ratio
     return rows
 
 
@@ -289,9 +333,16 @@ def _fmt(value: float, low: float = math.nan, high: float = math.nan) -> str:
     return text + (f" [{low:.3f}, {high:.3f}]" if np.isfinite(low) else "")
 
 
-def _lrs(results: pd.DataFrame) -> str:
-    rates = {mode: sorted(set(part["lr"])) for mode, part in results.groupby("mode", sort=True)}
-    return ", ".join(f"{mode} {'/'.join(f'{r:g}' for r in lr)}" for mode, lr in rates.items())
+def _value(results: pd.DataFrame, column: str) -> str:
+    """The value(s) of ``column`` over all rows (``a/b`` when they differ)."""
+    return "/".join(f"{v:g}" if isinstance(v, float) else str(v)
+                    for v in sorted(set(results[column])))
+
+
+def _by_mode(results: pd.DataFrame, column: str) -> str:
+    """The values of ``column`` per mode, e.g. ``scratch 0.001, finetune 0.0001``."""
+    return ", ".join(f"{mode} {_value(part, column)}"
+                     for mode, part in results.groupby("mode", sort=False))
 
 
 def markdown(results: pd.DataFrame, args: argparse.Namespace, pretrain: dict | None,
@@ -301,19 +352,23 @@ def markdown(results: pd.DataFrame, args: argparse.Namespace, pretrain: dict | N
     lines = [
         "# BWAS maps against the planted truth (group level through the CLI)", "",
         f"Single-site simulated studies (`SimulationConfig.fast`, MNI maps only, "
-        f"{args.resolution:g} mm grid, seed {args.seed}); group level: `tiny` model, "
-        f"{args.steps} steps of batch {args.batch_size}, {args.n_synthetic} synthetic images "
-        f"(balanced over diagnosis) with {args.sampling_steps} DDIM steps, GM probability, "
-        "contrast diagnosis, confounds age and sex; reference map = the planted GM diagnosis "
-        "effect. Modes: `scratch` = trained from scratch on the site; `finetune` = "
-        "fine-tuned from the population checkpoint below, adding the diagnosis embedder "
-        f"(learning rates, from the models' provenance: {_lrs(results)}).", "",
+        f"{_value(results, 'resolution')} mm grid, seed {_value(results, 'seed')}); group "
+        f"level: `{_value(results, 'preset')}` model predicting "
+        f"`{_value(results, 'prediction_type')}`, {_value(results, 'steps')} steps of batch "
+        f"{_value(results, 'batch_size')}, {_value(results, 'n_synthetic')} synthetic images "
+        f"(balanced over diagnosis) with {_value(results, 'sampling_steps')} DDIM steps at "
+        f"guidance scale {_value(results, 'cfg_scale')}, GM probability, contrast diagnosis, "
+        "confounds age and sex; reference map = the planted GM diagnosis effect. Modes: "
+        "`scratch` = trained from scratch on the site; `finetune` = fine-tuned from the "
+        "population checkpoint below, adding the diagnosis embedder (learning rates, from "
+        f"the models' provenance: {_by_mode(results, 'lr')}).", "",
     ]
     if pretrain is not None:
         lines += [
             f"Population checkpoint: `genbrain simulate --population` with {population['n']} "
             f"healthy participants (18-90 years, both sexes, 4 sites; "
-            f"{population['seconds'] / 60:.1f} min), `genbrain pretrain` of `tiny` on "
+            f"{population['seconds'] / 60:.1f} min), `genbrain pretrain` of "
+            f"`{pretrain['preset']}` (`{pretrain['prediction_type']}`) on "
             f"{pretrain['n_images']} images ({', '.join(pretrain['modalities'])}; modality "
             f"index as a condition, age and sex), {pretrain['steps']} steps of batch "
             f"{pretrain['batch_size']} ({pretrain['seconds'] / 60:.1f} min), final loss "
@@ -338,21 +393,24 @@ def markdown(results: pd.DataFrame, args: argparse.Namespace, pretrain: dict | N
                      + " | ".join(cells)
                      + f" | {row.mean_d_region:.3f} | {row.mean_d_outside:.3f} |")
     lines += ["", "## The GenBrain claim: does the synthetic map beat the real site map?", ""]
-    for (n, mode), part in results.groupby(["n", "mode"], sort=True):
+    for (n, mode), part in results.groupby(["n", "mode"], sort=False):
         real = part[part["map"] == "real"].iloc[0]
         synth = part[part["map"] == "synthetic"].iloc[0]
         verdict = []
         for metric in ("r", "dice_top"):
             s, r = synth[metric], real[metric]
-            above = s > real[f"{metric}_ci_high"]
-            verdict.append(f"{metric} {s:.3f} vs {r:.3f}: {'yes' if s > r else 'no'}"
-                           f"{' (above the real CI)' if above else ''}")
+            beyond = (" (above the real CI)" if s > real[f"{metric}_ci_high"] else
+                      " (below the real CI)" if s < real[f"{metric}_ci_low"] else
+                      " (inside the real CI)")
+            verdict.append(f"{metric} {s:.3f} vs {r:.3f}: {'yes' if s > r else 'no'}{beyond}")
         lines.append(f"* N = {n}, {mode}: " + "; ".join(verdict))
-    lines += ["", "| N | mode | r synthetic d vs real d | synthetic kept "
-              "| median max r synthetic vs training | final loss | group level s |",
-              "|---|---|---|---|---|---|---|"]
+    lines += ["", "| N | mode | r synthetic d vs real d | region d synthetic / real "
+              "| synthetic kept | median max r synthetic vs training | final loss "
+              "| group level s |",
+              "|---|---|---|---|---|---|---|---|"]
     for row in results[results["map"] == "synthetic"].itertuples(index=False):
         lines.append(f"| {row.n} | {row.mode} | {row.synthetic_real_d_r:.3f} "
+                     f"| {row.region_d_synthetic_over_real:.2f} "
                      f"| {row.n_synthetic_kept} | {row.synthetic_median_max_r:.3f} "
                      f"| {row.final_loss:.4f} | {row.group_s} |")
     return "\n".join(lines) + "\n"
@@ -373,7 +431,7 @@ def stage_report(args: argparse.Namespace) -> str:
     name = f"bench_bwas_truth_{args.name}"
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out / f"{name}.tsv",
-                      results.drop(columns="truth_description")
+                      results.drop(columns=["truth_description", "requested"])
                       .to_csv(sep="\t", index=False, na_rep="n/a", float_format="%.4f"))
     report = markdown(results, args, pretrain, population, args.note)
     atomic_write_text(args.out / f"{name}.md", report)
@@ -391,14 +449,23 @@ def main() -> None:
                         choices=["population", "pretrain", "group", "report"])
     parser.add_argument("--sizes", type=int, nargs="+", default=[20, 40, 80])
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
-    parser.add_argument("--resolution", type=float, default=4.0)
-    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--resolution", type=float, default=8.0,
+                        help="MNI grid (mm) of the simulated maps and the models.")
+    parser.add_argument("--preset", default=DEMO_PRESET,
+                        help="Preset of the scratch models and of the population checkpoint.")
+    parser.add_argument("--prediction-type", default=DEMO_PREDICTION,
+                        help="Training target of the scratch models and of the population "
+                             "checkpoint (fine-tuning keeps the checkpoint's).")
+    parser.add_argument("--steps", type=int, default=12000)
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--n-synthetic", type=int, default=200)
+    parser.add_argument("--lr", type=float, default=None,
+                        help="Group-level learning rate (default: the CLI's, by mode).")
+    parser.add_argument("--cfg-scale", type=float, default=config_default("cfg_scale"))
+    parser.add_argument("--n-synthetic", type=int, default=100)
     parser.add_argument("--sampling-steps", type=int, default=15)
     parser.add_argument("--population", type=int, default=1000,
                         help="Participants of the simulated population.")
-    parser.add_argument("--pretrain-steps", type=int, default=4000)
+    parser.add_argument("--pretrain-steps", type=int, default=12000)
     parser.add_argument("--pretrain-batch-size", type=int, default=16)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--name", default="GM", help="Results are bench_bwas_truth_NAME.*")

@@ -26,12 +26,15 @@ SKIP = ("logs", "work")
 
 
 def output_files(root: Path) -> set[str]:
-    """Relative paths of the outputs under ``root`` (folders in :data:`SKIP` and the
-    per-participant run logs ``sub-<l>/log/<run id>/`` aside)."""
+    """Relative paths of the outputs under ``root`` (folders in :data:`SKIP`, the
+    per-participant run logs ``sub-<l>/log/<run id>/`` and hidden files such as the
+    ``.bids_genbrain.lock`` / ``group/.lock`` lock files aside: BIDS ignores dotfiles)."""
     names = set()
     for path in root.rglob("*"):
         parts = path.relative_to(root).parts
-        if path.is_file() and parts[0] not in SKIP and "log" not in parts[1:2]:
+        hidden = any(part.startswith(".") for part in parts)
+        if (path.is_file() and not hidden and parts[0] not in SKIP
+                and "log" not in parts[1:2]):
             names.add("/".join(parts))
     return names
 

@@ -68,6 +68,8 @@ def _outputs(root: Path) -> None:
     nb.save(img, root / "group" / "bwas" / "space-MNI152NLin6Asym_res-2_contrast-dx_desc-real"
             "_stat-t_statmap.nii.gz")
     (root / "group.html").write_text("<html></html>")
+    (root / ".bids_genbrain.lock").touch()  # the real runs' empty lock files: not outputs
+    (root / "group" / ".lock").touch()
     (root / "dataset_description.json").write_text(json.dumps({
         "Name": "x", "BIDSVersion": "1.9.0", "DatasetType": "derivative",
         "GeneratedBy": [{"Name": "bids_genbrain", "Container": {"Type": "docker",

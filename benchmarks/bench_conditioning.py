@@ -38,7 +38,8 @@ the comparison runs on today's code):
 
 Fine-tuning starts from a checkpoint pretrained (from scratch, ``unit``) on a simulated
 control population (no patients) conditioned on age and sex only, and runs at the
-fine-tuning learning rate (1e-4, ``presets.FINE_TUNING_LR``) unless ``--lr`` says otherwise.
+default fine-tuning rate of the checkpoint's preset (``model.train.training_lr``; the ``test``
+architecture is no preset, so 1e-4, ``presets.PAPER_LR``) unless ``--lr`` says otherwise.
 
 Each trained model is sampled once per ``--weights`` (``ema``: the checkpoint's EMA weights;
 ``raw``: the last optimiser step's weights, to see EMA lag), ``--sampling-steps`` and
@@ -83,9 +84,9 @@ from bids_genbrain.model.checkpoint import GenBrain, load_checkpoint
 from bids_genbrain.model.conditions import ConditionSpec
 from bids_genbrain.model.diffusion import DiffusionConfig
 from bids_genbrain.model.dit import GenBrainDiT
-from bids_genbrain.model.presets import FINE_TUNING_LR, ModelConfig, default_lr, get_preset
+from bids_genbrain.model.presets import ModelConfig, default_lr, get_preset
 from bids_genbrain.model.sampling import sample
-from bids_genbrain.model.train import TrainConfig, _state_dir, new_model, train
+from bids_genbrain.model.train import TrainConfig, _state_dir, new_model, train, training_lr
 from bids_genbrain.simulate import Effects, SimulationConfig, load_effect_map, simulate_dataset
 from bids_genbrain.stats.compare import compare_maps
 from bids_genbrain.stats.glm import fit_glm, make_design
@@ -355,7 +356,7 @@ def run_variant(args: argparse.Namespace, variant: str, store: CohortStore,
         bundle = load_checkpoint(parent)
         spec = next(s for s in store.conditions if s.name == "diagnosis")
         add_condition_variant(bundle.model, spec, variant)
-        lr = args.lr or FINE_TUNING_LR
+        lr = args.lr or training_lr(args.arch, parent)
     before = conditioning_scale(bundle.model)
     out = args.work / "runs" / (f"{args.experiment}_{variant}_{args.arch}_r{args.resolution:g}"
                                 f"_n{args.n}_e{args.effect:g}_b{args.batch}_lr{lr:g}"
@@ -453,7 +454,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--lr", type=float, default=None,
                         help="Default: the preset's from-scratch rate (tiny 1e-3, test 1e-3), "
-                             "or 1e-4 to fine-tune.")
+                             "or the checkpoint's preset's fine-tuning rate.")
     parser.add_argument("--extension-lr-scale", type=float, default=30.0,
                         help="Learning-rate multiplier of the embedders added by fine-tuning "
                              "(TrainConfig.extension_lr_scale).")

@@ -267,7 +267,7 @@ class Config:
         "v_prediction or sample; a --model keeps its own (docs/model.md).")
     lr: float | None = option(
         None, panel=GROUP, above=0.0, maximum=1.0, metavar="LR",
-        default_text="1e-4 to fine-tune a --model (paper), 1e-3 from scratch",
+        default_text="1e-3 for nano/tiny/small, 1e-4 for genbrain-b/l (a --model: its preset's)",
         help="AdamW learning rate.")
     sampling_steps: int = option(
         50, panel=GROUP, minimum=1, maximum=1000, metavar="N", help="DDIM steps.")
@@ -403,9 +403,9 @@ class Config:
                              "diagnosis)")
         self.run_id = self.run_id or new_run_id()
         if self.lr is None:
-            from .model.presets import default_lr
+            from .model.train import training_lr
 
-            self.lr = default_lr(self.preset, fine_tuning=self.model is not None)
+            self.lr = training_lr(self.preset, self.model)
         cpus = os.cpu_count() or 1
         self.nprocs = self.nprocs if self.nprocs > 0 else cpus
         self.omp_nthreads = self.omp_nthreads if self.omp_nthreads > 0 else min(self.nprocs, 8)

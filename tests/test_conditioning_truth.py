@@ -22,8 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import bench_conditioning as bench  # noqa: E402
 
 from bids_genbrain.model.diffusion import DiffusionConfig  # noqa: E402
-from bids_genbrain.model.presets import FINE_TUNING_LR  # noqa: E402
-from bids_genbrain.model.train import TrainConfig, fit  # noqa: E402
+from bids_genbrain.model.presets import get_preset  # noqa: E402
+from bids_genbrain.model.train import TrainConfig, fit, training_lr  # noqa: E402
 from bids_genbrain.simulate import load_effect_map  # noqa: E402
 
 RES, N, EFFECT, SEED = 8.0, 40, 0.3, 1
@@ -69,20 +69,17 @@ def test_planted_diagnosis_learned_from_scratch(site):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "measured (benchmarks/results/bench_conditioning.tsv, finetune zero v_prediction): at the "
-    "fine-tuning rate 1e-4 (new table at 30x) 6,000 steps reach r 0.34 and region d 0.33x the "
-    "real one at CFG 2 (r 0.36, 0.61x at CFG 4); from scratch 6,000 steps reach r 0.61"))
 def test_planted_diagnosis_learned_when_fine_tuning(site):
-    """A checkpoint pretrained on 100 simulated controls (age and sex only) gets a new
-    diagnosis embedder (:func:`extend_for`) and is fine-tuned at the fine-tuning rate."""
+    """A ``nano`` checkpoint (the benchmark's architecture) pretrained on 100 simulated
+    controls (age and sex only) gets a new diagnosis embedder (:func:`extend_for`) and is
+    fine-tuned at the default rate for its preset (:func:`training_lr`)."""
     work, store, truth = site
     controls = bench.simulated_site(work, PRETRAIN_N, RES, SEED + 100, patient_fraction=0.0,
                                     effect=EFFECT)
     parent = work / "pretrained"
     fit(bench.cohort_store(controls, RES, ["age", "sex"]), parent,
-        train_config(PRETRAIN_STEPS, 1e-3), arch=bench.architecture("test", RES),
+        train_config(PRETRAIN_STEPS, 1e-3), arch=get_preset("nano").with_(resolution=RES),
         diffusion=DIFFUSION)
-    bundle = fit(store, work / "fine-tuned", train_config(FINE_TUNE_STEPS, FINE_TUNING_LR),
-                 init=parent)
+    bundle = fit(store, work / "fine-tuned",
+                 train_config(FINE_TUNE_STEPS, training_lr("nano", parent)), init=parent)
     assert_learned(bundle, store, truth)

@@ -205,7 +205,8 @@ def test_synthetic_conditions_from_tsv(site, tmp_path):
 @pytest.mark.slow  # two group levels (~200 s); --model fine-tuning is also in the default
 # suite through test_population and test_model_fetch
 def test_group_level_fine_tunes_a_checkpoint(site, tmp_path):
-    """--model: the site's checkpoint of a first run is fine-tuned (lr 1e-4, parent recorded).
+    """--model: the site's checkpoint of a first run is fine-tuned (at its tiny preset's
+    fine-tuning rate 1e-3, parent recorded).
 
     The first run holds half of the participants out (--holdout 0.5; a quarter, 3 per group,
     leaves the held-out design age + sex + site + diagnosis rank-deficient here): they are
@@ -221,7 +222,7 @@ def test_group_level_fine_tunes_a_checkpoint(site, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     provenance = json.loads((out / "group" / "model" / "config.json").read_text())["provenance"]
     assert provenance["parent"]["path"] == str(parent.resolve())
-    assert provenance["train_config"]["lr"] == 1e-4  # presets.FINE_TUNING_LR
+    assert provenance["train_config"]["lr"] == 1e-3  # presets.FINE_TUNING_LR["tiny"]
     report = (out / "group.html").read_text()
     assert f"Fine-tuned from {parent}" in report and "Trained from scratch" not in report
 

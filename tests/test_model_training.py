@@ -18,7 +18,8 @@ from safetensors.torch import load_file
 from bids_genbrain.cohort import CohortStore, build_cohort
 from bids_genbrain.model.checkpoint import CheckpointError
 from bids_genbrain.model.sampling import conditions_table, sample
-from bids_genbrain.model.train import TrainConfig, _state_dir, batch_indices, fit
+from bids_genbrain.model.presets import FINE_TUNING_LR, FROM_SCRATCH_LR
+from bids_genbrain.model.train import TrainConfig, _state_dir, batch_indices, fit, training_lr
 from bids_genbrain.templates import brain_mask, load_template
 
 TESTS = Path(__file__).parent
@@ -122,6 +123,23 @@ def test_resume_refuses_another_run(small_store, tmp_path):
     with pytest.raises(CheckpointError, match="different run"):
         fit(small_store, tmp_path / "run",
             TrainConfig(steps=4, batch_size=2, seed=9, progress=False), arch=TEST_ARCH)
+
+
+
+def test_a_checkpoint_is_fine_tuned_at_its_own_presets_rate(small_store, tmp_path):
+    """The default rate to fine-tune is the checkpoint's preset's (``nano``: 1e-3, the rate
+    at which fine-tuning learned a new diagnosis like training from scratch), not the rate of
+    the preset named for training from scratch; no checkpoint: that preset's rate."""
+    fit(small_store, tmp_path / "nano", TrainConfig(steps=1, batch_size=2, progress=False),
+        arch=TEST_ARCH.with_(name="nano"))
+    assert training_lr("genbrain-l", tmp_path / "nano") == FINE_TUNING_LR["nano"] == 1e-3
+    assert training_lr("genbrain-l") == FROM_SCRATCH_LR["genbrain-l"] == 1e-4
+    fit(small_store, tmp_path / "large", TrainConfig(steps=1, batch_size=2, progress=False),
+        arch=TEST_ARCH.with_(name="genbrain-l"))
+    assert training_lr("nano", tmp_path / "large") == FINE_TUNING_LR["genbrain-l"] == 1e-4
+    fit(small_store, tmp_path / "other", TrainConfig(steps=1, batch_size=2, progress=False),
+        arch=TEST_ARCH)
+    assert training_lr("nano", tmp_path / "other") == 1e-4  # no preset: presets.PAPER_LR
 
 
 _DDP_SCRIPT = """

@@ -49,8 +49,8 @@ def augment(
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help=_help("batch_size"))] =
         config_default("batch_size"),
     lr: Annotated[Optional[float], typer.Option(  # noqa: UP045
-        "--lr", min=0.0, help="AdamW learning rate [default: 1e-4 to fine-tune, the preset's "
-        "from scratch].", show_default=False)] = None,
+        "--lr", min=0.0, help="AdamW learning rate [default: the preset's; to fine-tune, "
+        "the checkpoint's preset's].", show_default=False)] = None,
     sampling_steps: SamplingSteps = config_default("sampling_steps"),
     cfg_scale: CfgScale = config_default("cfg_scale"),
     average: Annotated[int, typer.Option("--average", min=1, help=_help("average"))] =

@@ -43,8 +43,8 @@ def finetune(
     batch_size: int | None = typer.Option(None, "--batch-size", min=1, show_default=False,
                                           help="Pairs per step [default: 32, the paper's]."),
     lr: float | None = typer.Option(
-        None, "--lr", show_default=False, help="AdamW learning rate [default: 1e-4 with "
-        "--model; from scratch 1e-3 for tiny/small, 1e-4 for genbrain-b/l]."),
+        None, "--lr", show_default=False, help="AdamW learning rate [default: 1e-3 for "
+        "nano/tiny/small, 1e-4 for genbrain-b/l; with --model, the checkpoint's preset's]."),
     participant_label: list[str] = typer.Option(
         [], "--participant-label", help="Train on these participants only (default all)."),
     resolution: float | None = typer.Option(
@@ -103,8 +103,8 @@ def _run(derivatives, task, out, modality, source, target, model, preset, steps,
         raise InputError(f"--model {model}: checkpoint folder not found")
 
     from ..config import Config
-    from ..model.presets import default_lr, get_preset
-    from ..model.train import TrainConfig
+    from ..model.presets import get_preset
+    from ..model.train import TrainConfig, training_lr
     from ..tasks.finetune import finetune_task
 
     defaults = {name: default for name, _, default in Config.options()}  # the BIDS-App's
@@ -114,7 +114,7 @@ def _run(derivatives, task, out, modality, source, target, model, preset, steps,
     out = out.resolve()
     store = (work_dir or out.parent) / f".{out.name}.cohort"
     config = TrainConfig(steps=steps, batch_size=batch_size,
-                         lr=lr or default_lr(preset, fine_tuning=model is not None),
+                         lr=lr or training_lr(preset, model),
                          checkpoint_every=checkpoint_every, seed=seed, device=device)
     bundle = finetune_task(spec, derivatives, out, config,
                            arch=None if model else get_preset(preset), init=model,

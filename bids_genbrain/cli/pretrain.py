@@ -33,8 +33,8 @@ def pretrain(
         None, "--resolution", help="MNI grid in mm (default: the preset's)."),
     seed: int = typer.Option(0, "--seed", help="Seed of initialisation, data order and noise."),
     lr: float | None = typer.Option(
-        None, "--lr", show_default=False, help="AdamW learning rate [default: 1e-4 with "
-        "--init; from scratch 1e-3 for tiny/small, 1e-4 for genbrain-b/l]."),
+        None, "--lr", show_default=False, help="AdamW learning rate [default: 1e-3 for "
+        "nano/tiny/small, 1e-4 for genbrain-b/l; with --init, the checkpoint's preset's]."),
     checkpoint_every: int = typer.Option(500, "--checkpoint-every", min=1),
     prediction_type: str = typer.Option(
         PREDICTION_TYPE, "--prediction-type", help=f"Training target of a new model: "
@@ -95,8 +95,8 @@ def _run(derivatives, out, preset, steps, batch_size, modality, condition, parti
     from ..errors import InputError
     from ..model.checkpoint import read_config
     from ..model.diffusion import DiffusionConfig
-    from ..model.presets import default_lr, get_preset
-    from ..model.train import TrainConfig, fit, init_distributed, resolve_device
+    from ..model.presets import get_preset
+    from ..model.train import TrainConfig, fit, init_distributed, resolve_device, training_lr
 
     arch = get_preset(preset)
     diffusion = DiffusionConfig(prediction_type=prediction_type)  # checked before any work
@@ -129,7 +129,7 @@ def _run(derivatives, out, preset, steps, batch_size, modality, condition, parti
         dist.barrier()
     store = CohortStore(store_path)
     if lr is None:
-        lr = default_lr(preset, fine_tuning=init is not None)
+        lr = training_lr(preset, init)
     config = TrainConfig(steps=steps, batch_size=batch_size, lr=lr,
                          checkpoint_every=checkpoint_every, seed=seed, device=device)
     fit(store, out, config, arch=arch.with_(resolution=resolution), diffusion=diffusion,

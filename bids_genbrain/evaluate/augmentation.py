@@ -274,8 +274,8 @@ def train_generator(study: Study, out: Path, work: Path, *, model: Path | None, 
     Generator
     """
     from ..cohort import build_cohort
-    from ..model.presets import default_lr, get_preset
-    from ..model.train import TrainConfig, fit
+    from ..model.presets import get_preset
+    from ..model.train import TrainConfig, fit, training_lr
 
     train_ids = study.ids("train")
     participants = study.participants
@@ -287,7 +287,7 @@ def train_generator(study: Study, out: Path, work: Path, *, model: Path | None, 
                          conditions=columns, resolution=study.store.resolution,
                          participant_ids=train_ids, n_jobs=n_jobs, reuse=True,
                          progress=progress)
-    rate = lr if lr is not None else default_lr(preset, fine_tuning=model is not None)
+    rate = lr if lr is not None else training_lr(preset, model)
     config = TrainConfig(steps=steps, batch_size=batch_size, lr=rate, seed=seed, device=device,
                          checkpoint_every=max(1, min(500, steps // 4)), progress=progress)
     if model is not None:

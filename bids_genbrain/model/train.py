@@ -44,6 +44,7 @@ from .checkpoint import (
     build_model,
     load_checkpoint,
     now_iso,
+    read_config,
     save_checkpoint,
     save_weights,
     versions,
@@ -51,7 +52,7 @@ from .checkpoint import (
 from .conditions import ConditionSpec, encode_table
 from .diffusion import DiffusionConfig, draw_training, training_loss
 from .dit import GenBrainDiT
-from .presets import ModelConfig
+from .presets import ModelConfig, default_lr
 
 STATE_DIR = "training_state"
 LATEST = "latest.json"
@@ -76,7 +77,8 @@ class TrainConfig:
         zero (the model's function is kept) and a zero table row is a parameter of fan-in 1
         that Adam moves by about one learning rate per step, so at the fine-tuning rate a new
         condition would stay ~100x smaller than the timestep embedding for thousands of steps.
-        Default 30: the best of 1, 10 and 30 when fine-tuning at 1e-4 (docs/model.md).
+        Default 30: better than 10 when fine-tuning at the CPU presets' rate 1e-3 (the table at
+        3e-2 vs 1e-2), and than 1 and 10 at 1e-4 (docs/model.md, "Fine-tuning").
     weight_decay : float
         AdamW weight decay.
     ema_decay : float
@@ -471,6 +473,26 @@ def _progress_bar(enabled: bool, total: int, start: int) -> Iterator[Callable[[f
                   TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn()) as bar:
         task = bar.add_task("train", total=total, completed=start, loss=float("nan"))
         yield lambda loss: bar.update(task, advance=1, loss=loss)
+
+
+def training_lr(preset: str, init: Path | str | None = None) -> float:
+    """Default learning rate: the fine-tuning rate of the preset of the checkpoint ``init``,
+    or ``preset``'s from-scratch rate without one (:func:`.presets.default_lr`).
+
+    Parameters
+    ----------
+    preset : str
+        Preset of a model trained from scratch (ignored with ``init``).
+    init : path-like, optional
+        Checkpoint folder to fine-tune.
+
+    Returns
+    -------
+    float
+    """
+    if init is None:
+        return default_lr(preset, fine_tuning=False)
+    return default_lr(read_config(init)["preset"], fine_tuning=True)
 
 
 def new_model(arch: ModelConfig, store: CohortStore, diffusion: DiffusionConfig | None = None,

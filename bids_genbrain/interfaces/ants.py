@@ -49,8 +49,10 @@ class RegistrationSettings:
         Template grid (mm) the registration runs on: None for 1 mm, otherwise
         ``max(template_resolution, output resolution)``.
     syn_iterations : tuple of int, optional
-        A separate SyN-only stage (cross-correlation radius 2, ``SyN[0.2,3,0]``) after
+        A separate SyN-only stage (cross-correlation radius 2, ``SyN[syn_step,3,0]``) after
         ``brain_transform``, with these iterations at shrink factors ``2^(n-1) ... 1``.
+    syn_step : float
+        Gradient step of that SyN stage.
     description : str
         Methods text for the report.
     """
@@ -61,6 +63,7 @@ class RegistrationSettings:
     template_resolution: float | None
     description: str
     syn_iterations: tuple[int, ...] | None = None
+    syn_step: float = 0.2
 
     def template_grid(self, resolution: float) -> float:
         """Template resolution (mm) registration runs at for an output grid of ``resolution``."""
@@ -280,7 +283,8 @@ def rough_brain_mask(image, erode_mm: float = 5.0):
 
 
 def register_to_template(moving: str, template: str, template_mask: str, *, outprefix: str,
-                         contrast: str = "T1w", preset: str = "fast") -> dict[str, str]:
+                         contrast: str = "T1w",
+                         preset: str | RegistrationSettings = "fast") -> dict[str, str]:
     """Register a native head image to a template, extracting the brain on the way.
 
     1. A morphological first guess of the brain (:func:`rough_brain_mask`) -> template
@@ -308,9 +312,9 @@ def register_to_template(moving: str, template: str, template_mask: str, *, outp
         Prefix of the written files.
     contrast : {"T1w", "T2w", "FLAIR"}
         A non-T1w reference uses Mattes MI in the SyN stage.
-    preset : {"fast", "accurate", "sloppy"}
-        Key of :data:`REGISTRATION_PRESETS`; the template must be on its grid
-        (:meth:`RegistrationSettings.template_grid`).
+    preset : {"fast", "accurate", "sloppy"} or RegistrationSettings
+        Key of :data:`REGISTRATION_PRESETS` (or settings, as benchmarks try); the template
+        must be on its grid (:meth:`RegistrationSettings.template_grid`).
 
     Returns
     -------
@@ -319,7 +323,7 @@ def register_to_template(moving: str, template: str, template_mask: str, *, outp
     """
     import ants
 
-    settings = REGISTRATION_PRESETS[preset]
+    settings = preset if isinstance(preset, RegistrationSettings) else REGISTRATION_PRESETS[preset]
     mov = ants.image_read(moving).clone("float")
     tpl = ants.image_read(template).clone("float")
     tmask = ants.image_read(template_mask).clone("float")
@@ -347,7 +351,8 @@ def register_to_template(moving: str, template: str, template_mask: str, *, outp
                                    initial_transform=head["fwdtransforms"],
                                    outprefix=f"{outprefix}linear_", **masks)
         reg = ants.registration(tpl_brain, mov, type_of_transform="SyNOnly", syn_metric="CC",
-                                syn_sampling=2, grad_step=0.2, flow_sigma=3, total_sigma=0,
+                                syn_sampling=2, grad_step=settings.syn_step, flow_sigma=3,
+                                total_sigma=0,
                                 reg_iterations=settings.syn_iterations,
                                 initial_transform=linear["fwdtransforms"],
                                 outprefix=f"{outprefix}brain_", **masks)

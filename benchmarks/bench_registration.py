@@ -113,12 +113,12 @@ def _bare_syn(native: Path, root: Path) -> tuple[float, float, str]:
 
 
 def _candidate(name: str, linear: str, syn_iterations: tuple[int, ...], *,
-               template_resolution: float | None = 2.0, syn_step: float = 0.2
-               ) -> RegistrationSettings:
+               template_resolution: float | None = 2.0, syn_step: float = 0.2,
+               syn_radius: int = 2) -> RegistrationSettings:
     return RegistrationSettings(name, head_transform="antsRegistrationSyNQuickRepro[a]",
                                 brain_transform=linear, template_resolution=template_resolution,
                                 syn_iterations=syn_iterations, syn_step=syn_step,
-                                description=name)
+                                syn_radius=syn_radius, description=name)
 
 
 _QUICK_AFFINE = "antsRegistrationSyNQuickRepro[a]"
@@ -129,9 +129,11 @@ CANDIDATES = {c.name: c for c in (
     _candidate("quick-affine-step0.3", _QUICK_AFFINE, (100, 70, 50), syn_step=0.3),
     _candidate("quick-affine-1mm-100x70x50x0", _QUICK_AFFINE, (100, 70, 50, 0),
                template_resolution=None),
+    _candidate("cc-radius1", "antsRegistrationSyNRepro[a]", (100, 70, 50), syn_radius=1),
+    _candidate("quick-affine-cc-radius1", _QUICK_AFFINE, (100, 70, 50), syn_radius=1),
 )}
 """Registration settings tried for issue 15 (``--candidates``): head affine as the presets,
-then rigid -> affine and SyN (CC radius 2) with these changes; each is run on the N4-corrected
+then rigid -> affine and SyN (CC radius 2 unless named) with these changes; each is run on the N4-corrected
 image by :func:`register_to_template` alone (the workflow's ``register`` node)."""
 
 

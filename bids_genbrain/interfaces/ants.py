@@ -49,10 +49,13 @@ class RegistrationSettings:
         Template grid (mm) the registration runs on: None for 1 mm, otherwise
         ``max(template_resolution, output resolution)``.
     syn_iterations : tuple of int, optional
-        A separate SyN-only stage (cross-correlation radius 2, ``SyN[syn_step,3,0]``) after
-        ``brain_transform``, with these iterations at shrink factors ``2^(n-1) ... 1``.
+        A separate SyN-only stage (cross-correlation radius ``syn_radius``,
+        ``SyN[syn_step,3,0]``) after ``brain_transform``, with these iterations at shrink
+        factors ``2^(n-1) ... 1``.
     syn_step : float
         Gradient step of that SyN stage.
+    syn_radius : int
+        Its cross-correlation radius (voxels).
     description : str
         Methods text for the report.
     """
@@ -64,6 +67,7 @@ class RegistrationSettings:
     description: str
     syn_iterations: tuple[int, ...] | None = None
     syn_step: float = 0.2
+    syn_radius: int = 2
 
     def template_grid(self, resolution: float) -> float:
         """Template resolution (mm) registration runs at for an output grid of ``resolution``."""
@@ -351,7 +355,7 @@ def register_to_template(moving: str, template: str, template_mask: str, *, outp
                                    initial_transform=head["fwdtransforms"],
                                    outprefix=f"{outprefix}linear_", **masks)
         reg = ants.registration(tpl_brain, mov, type_of_transform="SyNOnly", syn_metric="CC",
-                                syn_sampling=2, grad_step=settings.syn_step, flow_sigma=3,
+                                syn_sampling=settings.syn_radius, grad_step=settings.syn_step, flow_sigma=3,
                                 total_sigma=0,
                                 reg_iterations=settings.syn_iterations,
                                 initial_transform=linear["fwdtransforms"],

@@ -33,6 +33,8 @@ from .derivatives import container_info, write_json
 from .errors import InputError
 from .utils import atomic_write_text
 
+LOGGER = logging.getLogger(__name__)
+
 KEY_PACKAGES = (
     "bids_genbrain", "numpy", "scipy", "nibabel", "pandas", "pybids", "nipype", "niworkflows",
     "templateflow", "nilearn", "antspyx", "torch", "monai", "lightgbm",
@@ -60,12 +62,18 @@ class RunLog:
 
     @contextlib.contextmanager
     def step(self, name: str) -> Iterator[None]:
-        """Time a named step into ``timings_s``."""
+        """Time a named step into ``timings_s`` and log its start and end."""
+        LOGGER.info("%s: started", name)
         t0 = time.monotonic()
+        finished = False
         try:
             yield
+            finished = True
         finally:
-            self.record.setdefault("timings_s", {})[name] = round(time.monotonic() - t0, 3)
+            seconds = round(time.monotonic() - t0, 3)
+            self.record.setdefault("timings_s", {})[name] = seconds
+            LOGGER.info("%s: %s after %.1f s", name, "finished" if finished else "stopped",
+                        seconds)
 
     def outcome(self, name: str, status: str, detail: str = "") -> None:
         """Record the outcome of a participant or step (``ok``/``failed``/``skipped``)."""

@@ -91,8 +91,25 @@ def test_group_level_end_to_end(site, tmp_path):
     (record,) = (out / "logs").glob("group-*.json")
     typing = {c["column"]: c for c in json.loads(record.read_text())["covariates"]}
     assert "1 top-coded ('89+')" in typing["age"]["what was done"]
+    assert_run_narrated(out, proc.stdout)
     assert_fidelity_and_gate(out, report)
     assert_reports_only_rebuilds(site, out, tmp_path)
+
+
+def assert_run_narrated(out: Path, stdout: str) -> None:
+    """The terminal gets one summary line; the run's log file every stage and its result."""
+    fidelity = pd.read_csv(out / "group" / "bwas" / "fidelity.tsv", sep="\t")
+    (row,) = fidelity[fidelity["condition"] == "diagnosis"].itertuples()
+    (line,) = [x for x in stdout.splitlines() if x.startswith("group level:")]
+    assert f"synthetic vs real {row.contrast} (r of d maps {row.r_d:.2f}, {row.status})" in line
+    assert str(out / "group.html") in line and "synthetic image(s) kept of 16" in line
+    (log,) = (out / "logs").glob("group-*.log")
+    text = log.read_text()
+    for step in ("cohort", "model", "synthesis", "privacy", "fidelity", "bwas", "comparison"):
+        assert f"{step}: started" in text and f"{step}: finished after" in text, step
+    assert "the model trains on" in text and "trained from scratch, 30 step(s)" in text
+    assert f"fidelity of diagnosis ({row.contrast}): r of d maps {row.r_d:.3f}" in text
+    assert "against " in text and " r real " in text and "report: " in text
 
 
 def assert_reports_only_rebuilds(site: Path, out: Path, tmp_path: Path) -> None:

@@ -259,6 +259,8 @@ def run(config: Config) -> int:
                     typer.echo(f"group level --reports-only: merged summary of {len(summary)} "
                                f"participant(s) and {result.report} rebuilt from the trained "
                                "model and the synthetic cohort")
+                else:
+                    typer.echo(result.summary())
     return code
 
 

@@ -33,6 +33,7 @@ synthetic images; the other stages are cheap and are recomputed.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +45,8 @@ from .gate import PrivacyGate, privacy_gate
 from .plan import GroupPlan, plan_group_level
 from .site import GroupPaths, SiteCohort, load_site_cohort
 from .synthesis import SyntheticCohort, TrainedModel, sample_synthetic_cohort, train_site_model
+
+LOGGER = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,17 @@ class GroupResult:
     comparison: Comparison | None
     report: Path
 
+    def summary(self) -> str:
+        """One line for the terminal: the synthetic cohort, whether the contrast was learned,
+        and where the report is."""
+        effects = "; ".join(f"{row.contrast} (r of d maps {row.r_d:.2f}, {row.status})"
+                            for row in self.fidelity.contrast_rows.itertuples())
+        return (f"group level: {len(self.gate.kept)} synthetic image(s) kept of "
+                f"{len(self.synthetic.participants)} ({self.gate.n_excluded} excluded as "
+                f"copies); synthetic vs real "
+                f"{effects or self.fidelity.contrast + ' (not measured)'}; report in "
+                f"{self.report}")
+
 
 def run_group_level(config: Config, log: RunLog) -> GroupResult:
     """Run the whole group level (see the module docstring).
@@ -104,15 +118,35 @@ def run_group_level(config: Config, log: RunLog) -> GroupResult:
     paths = GroupPaths.of(config)
     site = load_site_cohort(config, paths, log)
     plan = plan_group_level(config, site)
+    LOGGER.info("plan: %d real image(s) in the BWAS; the model trains on %d, %d held out; "
+                "%d synthetic image(s) to sample", len(plan.real_rows), len(plan.training_rows),
+                len(plan.heldout_rows), len(plan.wanted))
     model = train_site_model(config, site, plan, paths, log)
+    LOGGER.info("model: %s, %d step(s), in %s",
+                "trained from scratch" if model.from_scratch else f"fine-tuned from "
+                f"{config.model}", config.steps, model.directory)
     synthetic = sample_synthetic_cohort(config, site, plan, model, paths, log)
     gate = privacy_gate(config, site, plan, synthetic, paths, log)
+    LOGGER.info("privacy gate: %d of %d synthetic image(s) kept", len(gate.kept),
+                len(synthetic.participants))
     fidelity = measure_fidelity(config, site, plan, synthetic, gate, paths, log)
+    for row in fidelity.table.itertuples():
+        LOGGER.info("fidelity of %s (%s): r of d maps %.3f, cosine of t maps %.3f: %s",
+                    row.condition, row.contrast, row.r_d, row.cosine_t, row.status)
+    if fidelity.warning():
+        LOGGER.warning(fidelity.warning())
     bwas = run_bwas(config, site, plan, model, synthetic, gate, fidelity, paths, log)
+    LOGGER.info("BWAS statmaps of %s (real and synthetic) in %s", config.contrast, paths.bwas)
     comparison = compare_with_reference(config, site, plan, bwas, paths, log)
+    if comparison is not None:
+        for row in comparison.table.itertuples():
+            LOGGER.info("against %s: %s real %.3f [%.3f, %.3f], synthetic %.3f",
+                        config.reference_map, row.metric, row.real, row.real_ci_low,
+                        row.real_ci_high, row.synthetic)
     report = write_group_report(config, site=site, plan=plan, model=model, synthetic=synthetic,
                                 gate=gate, fidelity=fidelity, bwas=bwas, comparison=comparison,
                                 out=paths.report)
+    LOGGER.info("report: %s", report)
     return GroupResult(paths=paths, site=site, plan=plan, model=model, synthetic=synthetic,
                        gate=gate, fidelity=fidelity, bwas=bwas, comparison=comparison,
                        report=report)

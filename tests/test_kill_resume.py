@@ -74,6 +74,30 @@ def test_group_level_killed_in_training_and_while_writing_statmaps(site, tmp_pat
 
 
 @pytest.mark.slow
+def test_group_level_resumes_a_half_written_synthetic_batch(site, tmp_path):  # noqa: F811
+    """A run killed after 5 of the 8 images of the first sampling batch (the case the kill
+    above hits when it lands mid-batch): the rerun keeps those 5 and samples the 11 others,
+    which no longer fill batches of 8 from row 0, and its outputs are still the
+    uninterrupted run's, bit for bit."""
+    import shutil
+
+    out, work = tmp_path / "out", tmp_path / "work"
+    code, _, stderr = run_watched(_group_command(site, out), out, work, ())
+    assert code == 0, stderr
+    reference = snapshot(out)
+    subjects = sorted((out / "synthetic").glob("sub-synth*"))
+    for folder in [*subjects[5:], out / "group" / "bwas"]:
+        shutil.rmtree(folder)
+    kept = {p: p.stat().st_mtime_ns for s in subjects[:5] for p in s.rglob("*.nii.gz")}
+    code, _, stderr = run_watched(_group_command(site, out), out, work, ())
+    assert code == 0, stderr
+    assert len(kept) == 5 and all(p.stat().st_mtime_ns == t for p, t in kept.items())
+    after, hashed = snapshot(out), _hashed(reference)
+    assert sorted(n for n in hashed if after.get(n) != reference[n]) == []
+    assert sum(n.startswith("synthetic/sub-synth") for n in hashed) == 16
+
+
+@pytest.mark.slow
 def test_participant_level_killed_during_registration(sim_small, tmp_path):
     phases = ("registration", "derivatives")
 

@@ -117,6 +117,56 @@ def test_resume_after_a_kill_during_a_save(small_store, tmp_path):
     load_checkpoint(run)
 
 
+class _Killed(Exception):
+    """Stands for a SIGKILL between two file writes."""
+
+
+def test_a_kill_between_any_two_writes_of_a_save_resumes_exactly(small_store, tmp_path,
+                                                                  monkeypatch):
+    """Killed after each file a save moves into place (the checkpoint's weights, config and
+    card, each training-state file, latest.json, the loss log), the rerun trusts only the
+    last complete state and ends with the weights and state of an uninterrupted run, bit for
+    bit."""
+    from bids_genbrain import utils
+
+    cfg = TrainConfig(steps=4, checkpoint_every=2, batch_size=3, lr=1e-3, progress=False)
+    replace, landed = utils.os.replace, []
+
+    def counted(src, dst):
+        landed.append(Path(dst).name)
+        replace(src, dst)
+
+    monkeypatch.setattr(utils.os, "replace", counted)
+    fit(small_store, tmp_path / "straight", cfg, arch=TEST_ARCH)
+    first_save = landed.index("loss.png") + 1  # kills in it resume from scratch
+    want = _weights_and_state(tmp_path / "straight")
+    for kill_at in range(first_save, len(landed)):
+        run, written = tmp_path / f"killed-{kill_at}", []
+
+        def dying(src, dst, written=written, kill_at=kill_at):
+            if len(written) == kill_at:
+                raise _Killed
+            written.append(dst)
+            replace(src, dst)
+
+        monkeypatch.setattr(utils.os, "replace", dying)
+        with pytest.raises(_Killed):
+            fit(small_store, run, cfg, arch=TEST_ARCH)
+        monkeypatch.setattr(utils.os, "replace", replace)
+        fit(small_store, run, cfg, arch=TEST_ARCH)
+        got = _weights_and_state(run)
+        assert [k for k in want if not torch.equal(want[k], got[k])] == [], landed[kill_at]
+
+
+def _weights_and_state(run: Path) -> dict[str, torch.Tensor]:
+    """The checkpoint's weights and every tensor of the training state, by file/key."""
+    files = {"checkpoint": run / "model.safetensors"}
+    files.update({name: _state_dir(run) / f"{name}.safetensors"
+                  for name in ("model", "ema", "optimizer", "rng")})
+    return {f"{name}/{key}": value for name, path in files.items()
+            for key, value in load_file(str(path)).items()}
+
+
 def test_resume_refuses_another_run(small_store, tmp_path):
     fit(small_store, tmp_path / "run", TrainConfig(steps=2, batch_size=2, progress=False),
         arch=TEST_ARCH)

@@ -179,8 +179,9 @@ def _with_image_cond(x: torch.Tensor, image_cond: torch.Tensor | None) -> torch.
 def sample_seed(seed: int, index: int, draw: int = 0) -> int:
     """Seed of draw ``draw`` of image ``index`` in a run seeded with ``seed``.
 
-    Independent streams from :class:`numpy.random.SeedSequence`, so images do not depend
-    on batching or on how many other images are drawn.
+    Independent streams from :class:`numpy.random.SeedSequence`, so an image's starting
+    noise does not depend on batching or on how many other images are drawn (its bits still
+    depend on the batch size: see :func:`sample_stream`).
     """
     return int(np.random.SeedSequence([seed, index, draw]).generate_state(1, np.uint64)[0] >> 1)
 
@@ -277,8 +278,11 @@ def sample_stream(
         Draws run together.
     image_cond : torch.Tensor, shape (N, C, n_voxels), optional
     skip : collection of int
-        Rows not to generate (already written by an interrupted run); the other rows keep
-        their seeds, so a resumed run yields the same images as an uninterrupted one.
+        Rows not to yield (already written by an interrupted run). The draws are batched as
+        in a run without ``skip``, and a batch holding a draw of any row still wanted is run
+        whole: a network's output bits depend on the batch's size (the CPU matrix kernels
+        change with it), so only the same batches make a resumed run yield exactly the
+        images of an uninterrupted one. At most ``batch_size - 1`` draws are redone.
 
     Yields
     ------
@@ -292,11 +296,13 @@ def sample_stream(
     n = len(next(iter(cond.values()))) if cond else (
         len(image_cond) if image_cond is not None else 0)
     skip = frozenset(skip)
-    jobs = [(i, j) for i in range(n) if i not in skip for j in range(average)]
+    jobs = [(i, j) for i in range(n) for j in range(average)]
     sums: dict[int, torch.Tensor] = {}
     done: dict[int, int] = {}
     for start in range(0, len(jobs), batch_size):
         chunk = jobs[start:start + batch_size]
+        if all(i in skip for i, _ in chunk):
+            continue
         rows = torch.as_tensor([i for i, _ in chunk])
         noise = initial_noise([sample_seed(seed, i, j) for i, j in chunk], model.layout.n_voxels)
         sub = {k: v[rows] for k, v in cond.items()}
@@ -304,6 +310,8 @@ def sample_stream(
         images = ddim_sample(model, config, sub, noise, steps=steps, cfg_scale=cfg_scale,
                              image_cond=ic, on_step=on_step)
         for (i, _), img in zip(chunk, images, strict=True):
+            if i in skip:
+                continue
             sums[i] = sums[i] + img if i in sums else img.clone()
             done[i] = done.get(i, 0) + 1
             if done[i] == average:

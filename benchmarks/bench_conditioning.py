@@ -455,7 +455,8 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=None,
                         help="Default: the preset's from-scratch rate (tiny 1e-3, test 1e-3), "
                              "or the checkpoint's preset's fine-tuning rate.")
-    parser.add_argument("--extension-lr-scale", type=float, default=30.0,
+    parser.add_argument("--extension-lr-scale", type=float,
+                        default=TrainConfig.extension_lr_scale,
                         help="Learning-rate multiplier of the embedders added by fine-tuning "
                              "(TrainConfig.extension_lr_scale).")
     parser.add_argument("--prediction", default="epsilon",

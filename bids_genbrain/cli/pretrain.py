@@ -41,7 +41,7 @@ def pretrain(
         f"{', '.join(PREDICTIONS)} (a checkpoint given with --init keeps its own)."),
     init: Path | None = typer.Option(
         None, "--init", help="Checkpoint to fine-tune (new conditions/modalities are added "
-        "zero-initialised; they learn at 30x --lr)."),
+        "zero-initialised; they learn at 100x --lr)."),
     work_dir: Path | None = typer.Option(
         None, "--work-dir", "-w", help="Where the cohort store goes (default: beside OUT)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),

@@ -113,8 +113,9 @@ FINE_TUNING_LR = {"genbrain-l": 1e-4, "genbrain-b": 1e-4, "small": 1e-3, "tiny":
 command's). The paper-sized models use the paper's 1e-4; the CPU presets fine-tune at their
 from-scratch rate. Measured (docs/model.md, "Fine-tuning"): a ``nano`` checkpoint pretrained
 on simulated controls, fine-tuned on a site of 40 with a new diagnosis condition (8 mm,
-6,000 steps, CFG 2), reaches synthetic vs real d-map r 0.34 at 1e-4, 0.45 at 3e-4 and 0.55 at
-1e-3 (from scratch at 1e-3: 0.61 at CFG 4)."""
+6,000 steps, CFG 2, new table at 30x the network's rate), reaches synthetic vs real d-map r
+0.34 at 1e-4, 0.45 at 3e-4 and 0.60 at 1e-3 (0.62 with the table at 100x, the default
+``TrainConfig.extension_lr_scale``; from scratch at 1e-3: 0.61 at CFG 4)."""
 
 PAPER_LR = 1e-4
 """The paper's (and DiT's) learning rate: the default of a checkpoint whose preset is none of

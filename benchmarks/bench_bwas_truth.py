@@ -417,13 +417,17 @@ def markdown(results: pd.DataFrame, args: argparse.Namespace, pretrain: dict | N
 
 
 def stage_report(args: argparse.Namespace) -> str:
-    rows = []
+    """Tables of the cells run so far (the report names the ones not run) -> ``--out``."""
+    rows, missing = [], []
     for n in args.sizes:
         for mode in args.modes:
             cell = _done(args.work / f"n{n}" / f"{mode}.json")
             if cell is None:
-                raise SystemExit(f"N={n} {mode}: not run yet (--stage group)")
-            rows += cell
+                missing.append(f"N = {n} {mode}")
+            else:
+                rows += cell
+    if not rows:
+        raise SystemExit("no cell run yet (--stage group)")
     results = pd.DataFrame(rows)
     pretrain = (_pretrain_info(args.work / "population_model")
                 if "finetune" in args.modes else None)
@@ -433,7 +437,8 @@ def stage_report(args: argparse.Namespace) -> str:
     atomic_write_text(args.out / f"{name}.tsv",
                       results.drop(columns=["truth_description", "requested"])
                       .to_csv(sep="\t", index=False, na_rep="n/a", float_format="%.4f"))
-    report = markdown(results, args, pretrain, population, args.note)
+    note = " ".join([args.note] + ([f"Not run: {', '.join(missing)}."] if missing else []))
+    report = markdown(results, args, pretrain, population, note.strip())
     atomic_write_text(args.out / f"{name}.md", report)
     return report
 

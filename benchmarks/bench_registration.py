@@ -32,8 +32,10 @@ fallback)::
     quick-affine-step0.3          registration    164.1              1.92    0.605   1.511
     quick-affine-1mm-100x70x50x0  registration    228.4              2.67    0.652   1.553
 
-(``fast``'s register node took 161.8 s of its 188.0 s; N4 4.4 s, Atropos 7.5 s.) No setting
-reaches issue 15's target (<= 0.6 mm within 1.3x the bare call, 111 s here). ``accurate`` was
+(``fast``'s register node took 161.8 s of its 188.0 s; N4 4.4 s, Atropos 7.5 s.) A second run
+(results/bench_registration_cc_radius.tsv, bare call 88.9 s): ``cc-radius1`` 197.4 s (2.22x)
+0.568 mm, ``quick-affine-cc-radius1`` 186.2 s (2.09x) 0.557 mm. No setting reaches issue 15's
+target (<= 0.6 mm within 1.3x the bare call, 111-116 s). ``accurate`` was
 not rerun (over half an hour); an earlier run measured it at 2054.6 s and 0.510 mm (1.261 mm
 p95) with the bare call at 232.9 s on more loaded cores.
 

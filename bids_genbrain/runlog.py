@@ -19,6 +19,7 @@ import contextlib
 import fcntl
 import logging
 import platform
+import shlex
 import sys
 import time
 import traceback
@@ -102,6 +103,29 @@ def participant_log_dir(output_dir: Path | str, subject: str, run_id: str) -> Pa
     return Path(output_dir) / f"sub-{subject.removeprefix('sub-')}" / "log" / run_id
 
 
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def _log_handler(path: Path, started: str) -> logging.FileHandler:
+    """A handler appending records to ``path``, whose first record is ``started``.
+
+    A new log appears (atomically) holding that record, so a run killed at any point leaves a
+    log that says what ran, never an empty file under the log's name; an existing one (a
+    run id reused) is appended to.
+    """
+    formatter = logging.Formatter(LOG_FORMAT)
+    first = logging.makeLogRecord({"name": __name__, "levelname": "INFO",
+                                   "levelno": logging.INFO, "msg": started})
+    new = not path.exists()
+    if new:
+        atomic_write_text(path, formatter.format(first) + "\n")
+    handler = logging.FileHandler(path, mode="a", encoding="utf-8")
+    handler.setFormatter(formatter)
+    if not new:
+        handler.emit(first)
+    return handler
+
+
 @contextlib.contextmanager
 def participant_log(output_dir: Path | str, subject: str, run_id: str,
                     toml: str | None = None) -> Iterator[Path]:
@@ -125,8 +149,8 @@ def participant_log(output_dir: Path | str, subject: str, run_id: str,
     folder.mkdir(parents=True, exist_ok=True)
     if toml is not None:
         atomic_write_text(folder / "bids_genbrain.toml", toml)
-    handler = logging.FileHandler(folder / "run.log", encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler = _log_handler(folder / "run.log", f"sub-{subject.removeprefix('sub-')}: run "
+                           f"{run_id} started: {shlex.join(sys.argv)}")
     root = logging.getLogger()
     root.addHandler(handler)
     try:
@@ -167,8 +191,7 @@ def run_log(output_dir: Path, level: str, config: dict[str, Any], seed: int, *,
     stem = f"{level}-{run_id or new_run_id()}"
     if toml is not None:
         atomic_write_text(logs / f"{stem}.toml", toml)
-    handler = logging.FileHandler(logs / f"{stem}.log", encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler = _log_handler(logs / f"{stem}.log", f"run {stem} started: {shlex.join(sys.argv)}")
     root = logging.getLogger()
     root.addHandler(handler)
     if root.level > logging.INFO or root.level == logging.NOTSET:

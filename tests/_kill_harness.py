@@ -227,10 +227,10 @@ def snapshot(out: Path) -> dict[str, str]:
 def comparable(a: dict[str, str], b: dict[str, str], ignore: Callable[[str], bool]
                ) -> tuple[set[str], set[str]]:
     """Names compared by hash (same bytes in two uninterrupted runs) and by name only."""
-    names = {n for n in a if not ignore(n)}
-    if set(a) - set(b) or set(b) - set(a):
+    names, other = ({n for n in snap if not ignore(n)} for snap in (a, b))
+    if names != other:
         raise AssertionError(f"two uninterrupted runs wrote different files: "
-                             f"{sorted(set(a) ^ set(b))[:10]}")
+                             f"{sorted(names ^ other)[:10]}")
     same = {n for n in names if a[n] == b[n]}
     return same, names - same
 

@@ -4,7 +4,8 @@ measurement with more kills is benchmarks/bench_kill.py)."""
 from __future__ import annotations
 
 import pytest
-from _kill_harness import invalid, kill_sequence, output_files, run_watched, snapshot
+from _kill_harness import (comparable, invalid, kill_sequence, output_files, run_watched,
+                           snapshot)
 from test_cli_bids_app import SCRIPT
 from test_group_cli import RES, site  # noqa: F401 - the site fixture
 
@@ -50,6 +51,28 @@ def test_truncated_files_are_found(tmp_path):
         "a.nii.gz", "b.json", "c.tsv", "d.safetensors", "e.html"]
     (tmp_path / ".a.nii.gz.host-1.x.part.nii.gz").write_bytes(b"half")  # a temporary
     assert ".a.nii.gz.host-1.x.part.nii.gz" not in [p.name for p in output_files(tmp_path)]
+
+
+def test_two_references_differ_only_in_ignored_names():
+    """Run logs are named by run id, so two uninterrupted runs never share them: they are not
+    compared; any other file one run wrote and the other did not is an error."""
+    a = {"logs/group-1.log": "x", "model.safetensors": "w", "group.html": "1"}
+    b = {"logs/group-2.log": "y", "model.safetensors": "w", "group.html": "2"}
+    assert comparable(a, b, _ignore) == ({"model.safetensors"}, {"group.html"})
+    with pytest.raises(AssertionError, match="extra.tsv"):
+        comparable(a, {**b, "extra.tsv": "z"}, _ignore)
+
+
+def test_a_run_log_never_exists_empty(tmp_path):
+    """A run killed before its first log record left an empty run log (bench_kill: 1 kill of
+    23): the log now appears holding its first record, the run's command line."""
+    from bids_genbrain.runlog import participant_log, run_log
+
+    with run_log(tmp_path, "group", {}, 0, run_id="r1"), \
+            participant_log(tmp_path, "01", "r1") as folder:
+        logs = [tmp_path / "logs" / "group-r1.log", folder / "run.log"]
+        assert [invalid(p) for p in logs] == [None, None]
+        assert all("started: " in p.read_text() for p in logs)
 
 
 @pytest.mark.slow

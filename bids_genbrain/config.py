@@ -14,7 +14,6 @@ line. To add an option: add a field with :func:`option`, then read ``config.<nam
 from __future__ import annotations
 
 import math
-import os
 import re
 import typing
 import uuid
@@ -26,6 +25,7 @@ from .derivatives import IMAGE_MODALITIES, TEMPLATE
 from .errors import InputError
 from .model.presets import (COHORT_AVERAGE, GUIDANCE_SCALE, PREDICTION_TYPE, PREDICTIONS,
                              TASK_AVERAGE)
+from .utils import available_cpus, default_threads
 
 ANALYSIS_LEVELS = ("participant", "group")
 REGISTRATION_CHOICES = ("fast", "accurate")
@@ -193,10 +193,10 @@ class Config:
         help="Intermediate files (never inside BIDS_DIR); a rerun resumes from here.")
     nprocs: int = option(
         0, panel=PERFORMANCE, flags=("--nthreads", "--n-cpus"), minimum=0, metavar="N",
-        help="Processes in parallel (0: all CPUs).")
+        help="Processes in parallel (0: every CPU this job may use, i.e. its affinity mask).")
     omp_nthreads: int = option(
         0, panel=PERFORMANCE, minimum=0, metavar="N",
-        help="Threads per process (0: min(nprocs, 8)).")
+        help="Threads per process (0: $OMP_NUM_THREADS when set, else min(nprocs, 8)).")
     mem_gb: float | None = option(
         None, panel=PERFORMANCE, minimum=1.0, unit="GB", metavar="GB",
         help="Memory limit for the workflow scheduler.")
@@ -406,9 +406,9 @@ class Config:
             from .model.train import training_lr
 
             self.lr = training_lr(self.preset, self.model)
-        cpus = os.cpu_count() or 1
-        self.nprocs = self.nprocs if self.nprocs > 0 else cpus
-        self.omp_nthreads = self.omp_nthreads if self.omp_nthreads > 0 else min(self.nprocs, 8)
+        self.nprocs = self.nprocs if self.nprocs > 0 else available_cpus()
+        self.omp_nthreads = (self.omp_nthreads if self.omp_nthreads > 0 else
+                             default_threads(self.nprocs))
         if self.omp_nthreads > self.nprocs:
             raise InputError(
                 f"--omp-nthreads ({self.omp_nthreads}) cannot exceed --nprocs ({self.nprocs})"

@@ -19,6 +19,26 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+def available_cpus() -> int:
+    """CPUs this process may run on: its affinity mask (what a scheduler's cpuset or cgroup
+    allots a job, e.g. SLURM's ``--cpus-per-task``), not the whole node's count."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # no affinity API (macOS)
+        return os.cpu_count() or 1
+
+
+def default_threads(nprocs: int) -> int:
+    """Threads per process when ``--omp-nthreads`` is 0: ``OMP_NUM_THREADS`` when the
+    environment sets it (a scheduler's or the user's thread budget, which torch honours too),
+    else ``min(nprocs, 8)``; never more than ``nprocs``."""
+    try:
+        wanted = int(os.environ.get("OMP_NUM_THREADS", ""))
+    except ValueError:
+        wanted = 0
+    return min(nprocs, wanted if wanted > 0 else 8)
+
+
 def cache_dir() -> Path:
     """The project's cache folder (``$GENBRAIN_CACHE_DIR`` or ``~/.cache/bids_genbrain``)."""
     root = os.environ.get("GENBRAIN_CACHE_DIR")

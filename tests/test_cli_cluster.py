@@ -78,6 +78,25 @@ def test_fmriprep_wrapper_options_are_accepted(dataset, tmp_path, monkeypatch, c
     assert config.work_dir == Path.cwd().resolve() / "work"
 
 
+def test_default_cpus_and_threads_follow_the_job(dataset, tmp_path, monkeypatch, capsys):
+    """A cluster job bound to 3 of a node's CPUs gets 3 processes, not the node's count, and
+    an OMP_NUM_THREADS budget is kept (torch on an oversubscribed core slows ~10x)."""
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {4, 5, 6}, raising=False)
+    monkeypatch.setattr("os.cpu_count", lambda: 64)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    config = parsed([dataset, tmp_path / "out", "participant"], monkeypatch, capsys)
+    assert config.nprocs == 3 and config.omp_nthreads == 3
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    config = parsed([dataset, tmp_path / "out", "participant"], monkeypatch, capsys)
+    assert config.nprocs == 3 and config.omp_nthreads == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "16")  # never more threads than processes
+    config = parsed([dataset, tmp_path / "out", "participant"], monkeypatch, capsys)
+    assert config.omp_nthreads == 3
+    config = parsed([dataset, tmp_path / "out", "participant", "--omp-nthreads", "2"],
+                    monkeypatch, capsys)
+    assert config.omp_nthreads == 2  # an explicit option wins
+
+
 @pytest.mark.parametrize("extra, fragment", [
     (["--output-spaces", "MNI152NLin2009cAsym"], "MNI152NLin2009cAsym: bids_genbrain writes"),
     (["--output-spaces", "fsaverage5"], "fsaverage5: bids_genbrain writes MNI152NLin6Asym"),

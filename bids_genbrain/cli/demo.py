@@ -145,7 +145,8 @@ def demo(
                                              min=4)] = 100,
     sampling_steps: Annotated[int, typer.Option(help="DDIM steps per synthetic image.",
                                                 min=1)] = 15,
-    nprocs: Annotated[int, typer.Option(help="Processes (0: all CPUs).", min=0)] = 0,
+    nprocs: Annotated[int, typer.Option(
+        help="Processes (0: every CPU this job may use).", min=0)] = 0,
     seed: Annotated[int, typer.Option(help="Seed of the simulations and of both levels.",
                                       min=0)] = 0,
 ) -> None:

@@ -77,9 +77,10 @@ class TrainConfig:
         zero (the model's function is kept) and a zero table row is a parameter of fan-in 1
         that Adam moves by about one learning rate per step, so at the fine-tuning rate a new
         condition would stay ~100x smaller than the timestep embedding for thousands of steps.
-        Default 100: the best of 10, 30 and 100 when fine-tuning at the CPU presets' rate 1e-3
-        (synthetic vs real d-map r 0.56 / 0.60 / 0.62 after 6,000 steps), and better than 30
-        (itself better than 1 and 10) at 1e-4 (docs/model.md, "Fine-tuning").
+        Default 100: at 1e-4 better than 30 (itself better than 1 and 10); at the CPU presets'
+        rate 1e-3 better than 10 and tied with 30 over two seeds (synthetic vs real d-map r
+        after 6,000 steps: 10x 0.56, 30x 0.60 / 0.68, 100x 0.62 / 0.66; docs/model.md,
+        "Fine-tuning").
     weight_decay : float
         AdamW weight decay.
     ema_decay : float

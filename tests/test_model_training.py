@@ -175,7 +175,6 @@ def test_resume_refuses_another_run(small_store, tmp_path):
             TrainConfig(steps=4, batch_size=2, seed=9, progress=False), arch=TEST_ARCH)
 
 
-
 def test_a_checkpoint_is_fine_tuned_at_its_own_presets_rate(small_store, tmp_path):
     """The default rate to fine-tune is the checkpoint's preset's (``nano``: 1e-3, the rate
     at which fine-tuning learned a new diagnosis like training from scratch), not the rate of

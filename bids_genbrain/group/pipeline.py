@@ -133,8 +133,8 @@ def run_group_level(config: Config, log: RunLog) -> GroupResult:
     for row in fidelity.table.itertuples():
         LOGGER.info("fidelity of %s (%s): r of d maps %.3f, cosine of t maps %.3f: %s",
                     row.condition, row.contrast, row.r_d, row.cosine_t, row.status)
-    if fidelity.warning():
-        LOGGER.warning(fidelity.warning())
+    if warning := fidelity.warning():
+        LOGGER.warning(warning)
     bwas = run_bwas(config, site, plan, model, synthetic, gate, fidelity, paths, log)
     LOGGER.info("BWAS statmaps of %s (real and synthetic) in %s", config.contrast, paths.bwas)
     comparison = compare_with_reference(config, site, plan, bwas, paths, log)

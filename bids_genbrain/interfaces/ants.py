@@ -355,8 +355,8 @@ def register_to_template(moving: str, template: str, template_mask: str, *, outp
                                    initial_transform=head["fwdtransforms"],
                                    outprefix=f"{outprefix}linear_", **masks)
         reg = ants.registration(tpl_brain, mov, type_of_transform="SyNOnly", syn_metric="CC",
-                                syn_sampling=settings.syn_radius, grad_step=settings.syn_step, flow_sigma=3,
-                                total_sigma=0,
+                                syn_sampling=settings.syn_radius, grad_step=settings.syn_step,
+                                flow_sigma=3, total_sigma=0,
                                 reg_iterations=settings.syn_iterations,
                                 initial_transform=linear["fwdtransforms"],
                                 outprefix=f"{outprefix}brain_", **masks)

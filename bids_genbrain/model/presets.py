@@ -100,26 +100,25 @@ diagnosis better on CPU (docs/model.md, "Conditioning that learns": synthetic vs
 0.26 vs 0.20 at CFG 1, 0.33 vs 0.26 at CFG 2 after 1,500 steps, one seed); not made the default
 on that one comparison. ``--prediction-type`` selects it."""
 
-FROM_SCRATCH_LR = {"genbrain-l": 1e-4, "genbrain-b": 1e-4, "small": 1e-3, "tiny": 1e-3,
+PAPER_LR = 1e-4
+"""The paper's (and DiT's) learning rate: the paper-sized presets' and the default of a
+checkpoint whose preset is none of :data:`PRESETS`."""
+
+FROM_SCRATCH_LR = {"genbrain-l": PAPER_LR, "genbrain-b": PAPER_LR, "small": 1e-3, "tiny": 1e-3,
                    "nano": 1e-3}
 """Learning rate to train each preset from scratch. The paper-sized models use DiT's 1e-4;
 the CPU presets need more: on a simulated site of 40 (4 mm), ``tiny`` at 1e-4 still samples
 noise after 2,000 steps (median largest r of a sample with any training image 0.09), at 1e-3
 its samples are brain-like after 1,000 (0.92)."""
 
-FINE_TUNING_LR = {"genbrain-l": 1e-4, "genbrain-b": 1e-4, "small": 1e-3, "tiny": 1e-3,
-                  "nano": 1e-3}
+FINE_TUNING_LR = dict(FROM_SCRATCH_LR)
 """Learning rate to fine-tune a checkpoint of each preset (the checkpoint's preset, not the
-command's). The paper-sized models use the paper's 1e-4; the CPU presets fine-tune at their
-from-scratch rate. Measured (docs/model.md, "Fine-tuning"): a ``nano`` checkpoint pretrained
+command's): each preset's from-scratch rate, so the paper's 1e-4 for the paper-sized models
+and 1e-3 for the CPU presets. Measured (docs/model.md, "Fine-tuning"): a ``nano`` checkpoint pretrained
 on simulated controls, fine-tuned on a site of 40 with a new diagnosis condition (8 mm,
 6,000 steps, CFG 2, new table at 30x the network's rate), reaches synthetic vs real d-map r
 0.34 at 1e-4, 0.45 at 3e-4 and 0.60 at 1e-3 (0.62 with the table at 100x, the default
 ``TrainConfig.extension_lr_scale``; from scratch at 1e-3: 0.61 at CFG 4)."""
-
-PAPER_LR = 1e-4
-"""The paper's (and DiT's) learning rate: the default of a checkpoint whose preset is none of
-:data:`PRESETS`."""
 
 
 def default_lr(preset: str, *, fine_tuning: bool) -> float:

@@ -139,10 +139,9 @@ def run_group_level(config: Config, log: RunLog) -> GroupResult:
     LOGGER.info("BWAS statmaps of %s (real and synthetic) in %s", config.contrast, paths.bwas)
     comparison = compare_with_reference(config, site, plan, bwas, paths, log)
     if comparison is not None:
-        for row in comparison.table.itertuples():
-            LOGGER.info("against %s: %s real %.3f [%.3f, %.3f], synthetic %.3f",
-                        config.reference_map, row.metric, row.real, row.real_ci_low,
-                        row.real_ci_high, row.synthetic)
+        LOGGER.info("against %s: %s", config.reference_map, "; ".join(
+            f"{row.metric} real {row.real:.3f} [{row.real_ci_low:.3f}, {row.real_ci_high:.3f}],"
+            f" synthetic {row.synthetic:.3f}" for row in comparison.table.itertuples()))
     report = write_group_report(config, site=site, plan=plan, model=model, synthetic=synthetic,
                                 gate=gate, fidelity=fidelity, bwas=bwas, comparison=comparison,
                                 out=paths.report)

@@ -185,7 +185,7 @@ def test_t2w_only_session_is_registered_directly(tmp_path):
 def test_default_accuracy_on_2mm_grid(tmp_path):
     """The fast default (2 mm template registration) on a 1.5 mm oblique, flipped T1w.
 
-    The image is bench_registration's: the fast preset measured 0.64 mm there (one thread;
+    The image is bench_registration's: the fast preset measured 0.59 mm there (one thread;
     the accurate 1 mm preset 0.51-0.55 mm, in 21-45 min). Bounds: 0.8 mm and r > 0.9 (r is
     bounded by the native image's noise, not by the registration).
     """

@@ -69,7 +69,9 @@ import copy
 import itertools
 import json
 import math
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -80,6 +82,7 @@ from torch import nn
 
 from bids_genbrain.bids import read_participants
 from bids_genbrain.cohort import CohortStore, build_cohort
+from bids_genbrain.config import Config
 from bids_genbrain.model.checkpoint import GenBrain, load_checkpoint
 from bids_genbrain.model.conditions import ConditionSpec
 from bids_genbrain.model.diffusion import DiffusionConfig
@@ -94,6 +97,8 @@ from bids_genbrain.synthetic import balanced_conditions
 from bids_genbrain.utils import atomic_write_text
 
 CONDITIONS = ["age", "sex", "diagnosis"]
+GROUP_DEFAULTS = {name: default for name, _, default in Config.options()}
+"""The group level's option defaults (``steps``, ``batch_size``, ``n_synthetic``, ...)."""
 CONFOUNDS = ["age", "sex"]
 MODALITY = "GM"
 
@@ -341,8 +346,10 @@ def pretrained(args: argparse.Namespace) -> Path:
 
 
 def run_variant(args: argparse.Namespace, variant: str, store: CohortStore,
-                truth: np.ndarray, reference: dict[str, float]) -> list[dict]:
-    """Train one variant, sample once per CFG scale, measure."""
+                truth: np.ndarray, reference: dict[str, float],
+                save: Callable[[list[dict]], None] = lambda rows: None) -> list[dict]:
+    """Train one variant, sample once per CFG scale, measure; ``save`` gets the rows so far
+    after each step count (a long run keeps what it measured if it is stopped)."""
     arch = architecture(args.arch, args.resolution, args.patch_size, args.hidden_size)
     if args.experiment == "scratch":
         bundle = new_model(arch, store, DiffusionConfig(prediction_type=args.prediction),
@@ -407,6 +414,49 @@ def run_variant(args: argparse.Namespace, variant: str, store: CohortStore,
                     rows.append(row)
                     print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v)
                                       for k, v in row.items()}), flush=True)
+        save(rows)
+    return rows
+
+
+def cost(args: argparse.Namespace, store: CohortStore) -> list[dict]:
+    """Time one architecture's training steps (``--batch``) and sampling on this grid, and
+    project them to ``--project-steps`` steps and ``--project-n-synthetic`` images (default:
+    the group level's defaults) - what a run costs in CPU seconds."""
+    arch = architecture(args.arch, args.resolution, args.patch_size, args.hidden_size)
+    bundle = new_model(arch, store, DiffusionConfig(prediction_type=args.prediction),
+                       seed=args.seed)
+    timed = min(args.steps)
+    with tempfile.TemporaryDirectory() as tmp:
+        def run(steps: int) -> float:
+            tic = time.perf_counter()
+            train(bundle, store, Path(tmp), TrainConfig(steps=steps, batch_size=args.batch,
+                                                        lr=1e-3, seed=args.seed,
+                                                        checkpoint_every=10**9,
+                                                        progress=False, device="cpu"),
+                  resume=True)
+            return time.perf_counter() - tic
+
+        run(1)  # set-up and first step not timed
+        s_per_step = run(1 + timed) / timed
+    tokens = math.ceil(int(store.mask().sum()) / arch.patch_size)
+    rows = []
+    for sampling_steps, cfg_scale in itertools.product(args.sampling_steps, args.cfg):
+        tic = time.perf_counter()
+        wanted, _ = synthetic_cohort(bundle, store, max(args.n_synthetic),
+                                     steps=sampling_steps, cfg_scale=cfg_scale, seed=args.seed)
+        s_per_image = (time.perf_counter() - tic) / len(wanted)
+        row = {"arch": args.arch, "hidden_size": arch.hidden_size, "depth": arch.depth,
+               "patch_size": arch.patch_size, "tokens": tokens,
+               "resolution": args.resolution, "batch": args.batch, "timed_steps": timed,
+               "s_per_step": s_per_step, "sampling_steps": sampling_steps, "cfg": cfg_scale,
+               "timed_images": len(wanted), "s_per_image": s_per_image,
+               "project_steps": args.project_steps,
+               "project_n_synthetic": args.project_n_synthetic,
+               "project_train_s": s_per_step * args.project_steps,
+               "project_sample_s": s_per_image * args.project_n_synthetic}
+        rows.append(row)
+        print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v)
+                          for k, v in row.items()}), flush=True)
     return rows
 
 
@@ -444,7 +494,10 @@ def markdown(results: pd.DataFrame) -> str:
 def main() -> None:
     """Command line entry point."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("experiment", choices=["scratch", "finetune"])
+    parser.add_argument("experiment", choices=["scratch", "finetune", "cost"],
+                        help="cost: time training steps and sampling of --arch (min --steps "
+                             "steps, max --n-synthetic images) and project them; rows in "
+                             "bench_conditioning_cost.tsv.")
     parser.add_argument("--variants", nargs="+", default=["readout"])
     parser.add_argument("--n", type=int, default=40)
     parser.add_argument("--resolution", type=float, default=8.0)
@@ -481,6 +534,11 @@ def main() -> None:
     parser.add_argument("--population-n", type=int, default=0,
                         help="Also score an independent simulated cohort of this size (a "
                              "perfect model that copies nobody).")
+    parser.add_argument("--project-steps", type=int, default=GROUP_DEFAULTS["steps"],
+                        help="cost: training steps to project to (the group level's).")
+    parser.add_argument("--project-n-synthetic", type=int,
+                        default=GROUP_DEFAULTS["n_synthetic"],
+                        help="cost: synthetic images to project to (the group level's).")
     parser.add_argument("--pretrain-n", type=int, default=100)
     parser.add_argument("--pretrain-steps", type=int, default=2000)
     parser.add_argument("--work", type=Path, default=Path("bench_conditioning_work"))
@@ -492,17 +550,32 @@ def main() -> None:
     truth, _ = load_effect_map(bids / "derivatives" / "groundtruth", MODALITY, "diagnosis",
                                args.resolution)
     truth = truth[store.mask()]
-    reference = population_reference(args, real_d(store), truth)
-    rows = []
-    for variant in args.variants:
-        rows += run_variant(args, variant, store, truth, reference)
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.experiment == "cost":
+        path = args.out / "bench_conditioning_cost.tsv"
+        table = pd.DataFrame(cost(args, store))
+        if path.is_file():
+            table = pd.concat([pd.read_csv(path, sep="\t"), table], ignore_index=True)
+        atomic_write_text(path, table.to_csv(sep="\t", index=False, float_format="%.5g"))
+        return
+    reference = population_reference(args, real_d(store), truth)
     path = args.out / "bench_conditioning.tsv"
-    table = pd.DataFrame(rows)
-    if path.is_file():
-        table = pd.concat([pd.read_csv(path, sep="\t"), table], ignore_index=True)
-    atomic_write_text(path, table.to_csv(sep="\t", index=False, float_format="%.5g"))
-    atomic_write_text(args.out / "bench_conditioning.md", markdown(table))
+    earlier = pd.read_csv(path, sep="\t") if path.is_file() else pd.DataFrame()
+
+    def save(new_rows: list[dict]) -> None:
+        """Rewrite the results with the earlier rows and this run's so far."""
+        if not new_rows:
+            return
+        table = pd.concat([earlier, pd.DataFrame(new_rows)], ignore_index=True)
+        atomic_write_text(path, table.to_csv(sep="\t", index=False, float_format="%.5g"))
+        atomic_write_text(args.out / "bench_conditioning.md", markdown(table))
+
+    rows: list[dict] = []
+    for variant in args.variants:
+        done = list(rows)
+        rows += run_variant(args, variant, store, truth, reference,
+                            save=lambda new: save(done + new))
+    save(rows)
 
 
 if __name__ == "__main__":

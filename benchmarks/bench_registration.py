@@ -235,8 +235,8 @@ def _registration_only(n4_file: Path, root: Path, settings: RegistrationSettings
     grid = settings.template_grid(resolution)
     start, cpu = time.monotonic(), time.process_time()
     out = ants_interfaces.register_to_template(str(n4_file), str(get_template(grid)),
-                               str(get_template(grid, suffix="mask")),
-                               outprefix=str(root / "reg_"), preset=settings)
+                                               str(get_template(grid, suffix="mask")),
+                                               outprefix=str(root / "reg_"), preset=settings)
     return time.monotonic() - start, time.process_time() - cpu, out["forward_transform"]
 
 

@@ -220,7 +220,7 @@ class Config:
     registration: str = option(
         "fast", panel=PREPROCESSING, choices=REGISTRATION_CHOICES, metavar="{fast,accurate}",
         help="Template registration: fast (2 mm template, the default) or accurate (1 mm "
-             "template, about 10x slower); see docs/usage.md.")
+             "template, tens of minutes per participant); see docs/usage.md.")
     check_only: bool = option(
         False, panel=PREPROCESSING,
         help="Only find and check each participant's images and write the reports (e.g. "

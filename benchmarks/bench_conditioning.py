@@ -21,6 +21,9 @@ balanced synthetic cohort sampled from the model (same design). Per run the benc
   own reproducibility at N / 2) - to tell model error from d-map noise;
 * the median over synthetic images of their largest Pearson r with a training image, raw and
   after removing the training mean (copies vs a template-like mean), and the final loss;
+* ``flagged_fraction``: the synthetic images the group level's privacy gate would exclude as
+  copies (``evaluate.privacy.check_memorization``, baseline: each training participant
+  against the others), and ``r_synth_real_gated``: ``r_synth_real`` of the images it keeps;
 * the conditioning scale: ``||e(patient) - e(CN)||`` of the diagnosis embedding and the mean
   norm of the timestep embedding over t, at step 0 and after training.
 
@@ -83,6 +86,7 @@ from torch import nn
 from bids_genbrain.bids import read_participants
 from bids_genbrain.cohort import CohortStore, build_cohort
 from bids_genbrain.config import Config
+from bids_genbrain.evaluate.privacy import check_memorization
 from bids_genbrain.model.checkpoint import GenBrain, load_checkpoint
 from bids_genbrain.model.conditions import ConditionSpec
 from bids_genbrain.model.diffusion import DiffusionConfig
@@ -286,8 +290,14 @@ def measure(store: CohortStore, truth: np.ndarray, wanted: pd.DataFrame,
                          fit_glm(data[b], design_of(store.table.iloc[b])).d)["r"]
     region = truth <= 0.5 * truth.min()
     varying = (real_fit.sigma > 0) & (synth_fit.sigma > 0)
+    ids = store.table["participant_id"].astype(str).tolist()
+    kept = ~check_memorization(images, data, training_ids=ids, progress=False).flagged
+    gated = (compare_maps(fit_glm(images[kept], design_of(wanted.iloc[kept])).d, real)["r"]
+             if kept.sum() > 2 * len(CONDITIONS) else float("nan"))  # a few residual dof
     return {
         "r_synth_real": compare_maps(synth, real)["r"],
+        "flagged_fraction": float(1 - kept.mean()),
+        "r_synth_real_gated": gated,
         "r_effect_synth_real": compare_maps(synth_fit.effect, real_fit.effect)["r"],
         "sigma_ratio": float(np.median(synth_fit.sigma[varying] / real_fit.sigma[varying])),
         "r_synth_real_half": compare_maps(synth_half, real)["r"],
@@ -369,13 +379,15 @@ def run_variant(args: argparse.Namespace, variant: str, store: CohortStore,
                                 f"_n{args.n}_e{args.effect:g}_b{args.batch}_lr{lr:g}"
                                 f"x{args.extension_lr_scale:g}_{args.prediction}"
                                 f"_ema{args.ema_decay:g}_p{arch.patch_size}"
-                                f"_h{arch.hidden_size}")
+                                f"_h{arch.hidden_size}"
+                                + (f"_snr{args.min_snr_gamma:g}" if args.min_snr_gamma else ""))
     rows, train_s = [], 0.0
     for steps in sorted(args.steps):  # one run, measured at each step count (resumed)
         tic = time.perf_counter()
         train(bundle, store, out, TrainConfig(steps=steps, batch_size=args.batch, lr=lr,
                                               extension_lr_scale=args.extension_lr_scale,
                                               ema_decay=args.ema_decay, seed=args.seed,
+                                              min_snr_gamma=args.min_snr_gamma,
                                               checkpoint_every=10**9, progress=False,
                                               device="cpu"), resume=True)
         train_s += time.perf_counter() - tic
@@ -387,6 +399,7 @@ def run_variant(args: argparse.Namespace, variant: str, store: CohortStore,
                   "n_patient": int((store.table["diagnosis"].astype(str) == "patient").sum()),
                   "steps": steps, "batch": args.batch, "lr": lr,
                   "extension_lr_scale": args.extension_lr_scale, "ema_decay": args.ema_decay,
+                  "min_snr_gamma": args.min_snr_gamma or np.nan,
                   "prediction": bundle.diffusion.prediction_type,
                   "seed": args.seed, "pretrained": parent.name if parent else "",
                   "effect": args.effect, **reference,
@@ -461,9 +474,11 @@ def cost(args: argparse.Namespace, store: CohortStore) -> list[dict]:
 
 
 SHOWN = ["experiment", "variant", "arch", "hidden_size", "patch_size", "resolution", "n",
-         "effect", "steps", "lr", "extension_lr_scale", "prediction", "ema_decay", "weights",
+         "effect", "steps", "lr", "extension_lr_scale", "prediction", "ema_decay",
+         "min_snr_gamma", "weights",
          "sampling_steps", "cfg",
-         "n_synthetic", "r_synth_real", "r_effect_synth_real", "sigma_ratio",
+         "n_synthetic", "r_synth_real", "flagged_fraction", "r_synth_real_gated",
+         "r_effect_synth_real", "sigma_ratio",
          "r_synth_real_half", "r_real_split", "r_population_real", "r_real_truth",
          "r_synth_truth", "d_region_real", "d_region_synth", "median_max_r",
          "median_max_r_centred", "final_loss", "diag_norm_init", "diag_norm", "t_norm",
@@ -524,6 +539,8 @@ def main() -> None:
                         help="Sample the EMA weights (the checkpoint's) and/or the raw ones.")
     parser.add_argument("--ema-decay", type=float, default=TrainConfig.ema_decay,
                         help="TrainConfig.ema_decay (warm-up (1 + s) / (10 + s) either way).")
+    parser.add_argument("--min-snr-gamma", type=float, default=None,
+                        help="TrainConfig.min_snr_gamma (Min-SNR-gamma loss weighting)")
     parser.add_argument("--patch-size", type=int, default=None,
                         help="Replace the architecture's patch size.")
     parser.add_argument("--hidden-size", type=int, default=None,

@@ -14,6 +14,7 @@ from bids_genbrain.model.diffusion import (
     ddim_sample,
     draw_training,
     initial_noise,
+    min_snr_weight,
     sample_seed,
     sample_stream,
     to_model_space,
@@ -60,6 +61,32 @@ def test_training_loss_is_zero_for_the_oracle_and_positive_otherwise(prediction)
     assert float(training_loss(Oracle(x0, config), config.ddpm(), x0, {}, draws)) < 1e-8
     wrong = Oracle(torch.rand(4, 300), config)
     assert float(training_loss(wrong, config.ddpm(), x0, {}, draws)) > 1e-3
+
+
+@pytest.mark.parametrize("prediction", ["epsilon", "v_prediction", "sample"])
+def test_min_snr_weighting_gives_each_image_a_clean_image_weight_min_snr_gamma(prediction):
+    """A predictor whose clean-image estimate is off by the same error at every timestep: the
+    weighted loss of each image is its x0 error times min(SNR, gamma), whatever the target."""
+    config = DiffusionConfig(prediction_type=prediction)
+    scheduler = config.ddpm()
+    x0 = torch.rand(4, 300, generator=torch.Generator().manual_seed(1))
+    gen = torch.Generator().manual_seed(2)
+    t = torch.tensor([0, 10, 500, 999])
+    draws = TrainingDraws(t, torch.randn(4, 300, generator=gen), {})
+    shift = 0.05  # x0 error in model space ([-1, 1]); an x0 error e is an eps error
+    biased = Oracle(x0 + shift / 2, config)  # -e sqrt(a / (1 - a)) and a v error -e / sqrt(1-a)
+    a = scheduler.alphas_cumprod[t]
+    snr = a / (1 - a)
+    gamma = 5.0
+    for k in range(4):
+        one = TrainingDraws(t[k:k + 1], draws.noise[k:k + 1], {})
+        loss = float(training_loss(Oracle(x0[k:k + 1] + shift / 2, config), scheduler,
+                                   x0[k:k + 1], {}, one, min_snr_gamma=gamma))
+        assert loss == pytest.approx(shift**2 * float(torch.clamp(snr[k], max=gamma)), rel=1e-3)
+    plain = float(training_loss(biased, scheduler, x0, {}, draws))
+    weighted = float(training_loss(biased, scheduler, x0, {}, draws, min_snr_gamma=gamma))
+    assert weighted != pytest.approx(plain, rel=1e-2)
+    assert torch.all(min_snr_weight(scheduler, t, gamma) > 0)
 
 
 def test_training_draws_are_seeded_and_sliceable():

@@ -97,8 +97,10 @@ velocity ``sqrt(a) eps - sqrt(1 - a) x0`` or the clean image."""
 PREDICTION_TYPE = "epsilon"
 """Default training target of a new model (the paper's). ``v_prediction`` learned a planted
 diagnosis better on CPU (docs/model.md, "Conditioning that learns": synthetic vs real d-map r
-0.26 vs 0.20 at CFG 1, 0.33 vs 0.26 at CFG 2 after 1,500 steps, one seed); not made the default
-on that one comparison. ``--prediction-type`` selects it."""
+0.26 vs 0.20 at CFG 1, 0.33 vs 0.26 at CFG 2 after 1,500 steps, one seed); ``sample`` matched
+the site's own map in a quarter of v_prediction's steps on the 4 mm grid, but by staying close
+to its participants and further from the planted truth (docs/model.md, "On the 4 mm grid").
+Neither is the default on these one-seed comparisons; ``--prediction-type`` selects them."""
 
 PAPER_LR = 1e-4
 """The paper's (and DiT's) learning rate: the paper-sized presets' and the default of a
@@ -114,8 +116,8 @@ its samples are brain-like after 1,000 (0.92)."""
 FINE_TUNING_LR = dict(FROM_SCRATCH_LR)
 """Learning rate to fine-tune a checkpoint of each preset (the checkpoint's preset, not the
 command's): each preset's from-scratch rate, so the paper's 1e-4 for the paper-sized models
-and 1e-3 for the CPU presets. Measured (docs/model.md, "Fine-tuning"): a ``nano`` checkpoint pretrained
-on simulated controls, fine-tuned on a site of 40 with a new diagnosis condition (8 mm,
+and 1e-3 for the CPU presets. Measured (docs/model.md, "Fine-tuning"): a ``nano`` checkpoint
+pretrained on simulated controls, fine-tuned on a site of 40 with a new diagnosis condition (8 mm,
 6,000 steps, CFG 2, new table at 30x the network's rate), reaches synthetic vs real d-map r
 0.34 at 1e-4, 0.45 at 3e-4 and 0.60 at 1e-3 (0.62 with the table at 100x, the default
 ``TrainConfig.extension_lr_scale``; from scratch at 1e-3: 0.61 at CFG 4)."""

@@ -87,6 +87,8 @@ class TrainConfig:
         EMA decay; warmed up as ``min(ema_decay, (1 + s) / (10 + s))``.
     grad_clip : float
         Max gradient norm.
+    min_snr_gamma : float, optional
+        Min-SNR-gamma loss weighting (:func:`~.diffusion.training_loss`); None: plain MSE.
     checkpoint_every : int
         Save a checkpoint (and training state) every this many steps.
     seed : int
@@ -104,6 +106,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     ema_decay: float = 0.9999
     grad_clip: float = 1.0
+    min_snr_gamma: float | None = None
     checkpoint_every: int = 500
     seed: int = 0
     device: str = "auto"
@@ -114,6 +117,8 @@ class TrainConfig:
             raise ValueError("steps, batch_size and checkpoint_every must be >= 1")
         if not (self.lr > 0 and self.extension_lr_scale > 0):
             raise ValueError("lr and extension_lr_scale must be positive")
+        if self.min_snr_gamma is not None and not self.min_snr_gamma > 0:
+            raise ValueError("min_snr_gamma must be positive (or None)")
 
 
 @dataclass
@@ -225,7 +230,8 @@ def _run_identity(bundle: GenBrain, store: CohortStore, config: TrainConfig,
             "data_sha256": store.meta["data_sha256"], "seed": config.seed,
             "global_batch": config.batch_size * world, "lr": config.lr,
             **({"extension_lr_scale": config.extension_lr_scale}
-               if bundle.model.extension_parameters() else {})}
+               if bundle.model.extension_parameters() else {}),
+            **({"min_snr_gamma": config.min_snr_gamma} if config.min_snr_gamma else {})}
 
 
 def _save_state(out: Path, model: torch.nn.Module, ema: torch.nn.Module,
@@ -427,7 +433,8 @@ def train(bundle: GenBrain, store: CohortStore, out: Path | str, config: TrainCo
                                   _step_generator(config.seed, step)).slice(lo, hi)
             with torch.autocast(device.type, dtype=torch.bfloat16,
                                 enabled=device.type == "cuda"):
-                loss = training_loss(net, scheduler, images, cond, draws, extra)
+                loss = training_loss(net, scheduler, images, cond, draws, extra,
+                                     min_snr_gamma=config.min_snr_gamma)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)

@@ -315,8 +315,8 @@ def measure(store: CohortStore, truth: np.ndarray, wanted: pd.DataFrame,
 # ----------------------------------------------------------------------------- runs
 def architecture(name: str, resolution: float, patch_size: int | None = None,
                  hidden_size: int | None = None) -> ModelConfig:
-    """``tiny`` (the CPU preset) or ``test`` (the tests' 64-wide, depth-2 model); a given
-    ``patch_size`` or ``hidden_size`` replaces the architecture's."""
+    """A CPU preset (``micro``, ``tiny``, ``small``) or ``test`` (the tests' 64-wide, depth-2
+    model); a given ``patch_size`` or ``hidden_size`` replaces the architecture's."""
     if name == "test":
         config = ModelConfig("test", hidden_size=64, depth=2, num_heads=4,
                              patch_size=32 if resolution < 12 else 16, resolution=resolution)
@@ -474,7 +474,7 @@ def cost(args: argparse.Namespace, store: CohortStore) -> list[dict]:
 
 
 SHOWN = ["experiment", "variant", "arch", "hidden_size", "patch_size", "resolution", "n",
-         "effect", "steps", "lr", "extension_lr_scale", "prediction", "ema_decay",
+         "seed", "effect", "steps", "lr", "extension_lr_scale", "prediction", "ema_decay",
          "min_snr_gamma", "weights",
          "sampling_steps", "cfg",
          "n_synthetic", "r_synth_real", "flagged_fraction", "r_synth_real_gated",
@@ -516,7 +516,7 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=["readout"])
     parser.add_argument("--n", type=int, default=40)
     parser.add_argument("--resolution", type=float, default=8.0)
-    parser.add_argument("--arch", default="test", choices=["test", "tiny", "small"])
+    parser.add_argument("--arch", default="test", choices=["test", "micro", "tiny", "small"])
     parser.add_argument("--steps", type=int, nargs="+", default=[1500],
                         help="Measure after each of these step counts (one resumed run).")
     parser.add_argument("--batch", type=int, default=8)

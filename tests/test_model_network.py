@@ -220,7 +220,7 @@ def test_condition_embeddings_start_at_unit_scale():
         assert all(0.3 < g < 5.0 for g in gaps), gaps
 
 
-@pytest.mark.parametrize("name", ["nano", "tiny", "small"])
+@pytest.mark.parametrize("name", ["nano", "micro", "tiny", "small"])
 def test_parameter_count_matches_module(name):
     cfg = PRESETS[name].with_(resolution=RES, patch_size=32)
     with torch.device("meta"):

@@ -1,8 +1,10 @@
 """Named model configurations and their parameter counts.
 
 ``genbrain-l`` is the paper's model (2 mm, patch 256, depth 24, hidden 1024, 16 heads);
-``genbrain-b`` halves depth and narrows it; ``small``, ``tiny`` and ``nano`` run on CPUs
-(``tiny`` trains usefully on two cores in minutes on the 4 mm grid, and is what the tests use;
+``genbrain-b`` halves depth and narrows it; ``small``, ``tiny``, ``micro`` and ``nano`` run on
+CPUs (``tiny`` trains usefully on two cores in minutes on the 4 mm grid, and is what the tests
+use; ``micro``, half of ``tiny``'s depth with twice its patch, is the model that met the
+conditioning target on the 4 mm grid in about an hour on one thread, docs/model.md;
 ``nano``, the benchmarks' 64-wide depth-2 model, learns a planted diagnosis on the 8 mm grid
 in a few thousand steps of ~20 ms, which is what ``genbrain demo`` needs).
 Parameter counts are computed from the architecture without building it (no torch import),
@@ -71,6 +73,8 @@ PRESETS: dict[str, ModelConfig] = {
                          resolution=3.0),
     "tiny": ModelConfig("tiny", hidden_size=128, depth=4, num_heads=4, patch_size=64,
                         resolution=4.0),
+    "micro": ModelConfig("micro", hidden_size=128, depth=2, num_heads=4, patch_size=128,
+                         resolution=4.0),
     "nano": ModelConfig("nano", hidden_size=64, depth=2, num_heads=4, patch_size=32,
                         resolution=8.0),
 }
@@ -98,16 +102,16 @@ PREDICTION_TYPE = "epsilon"
 """Default training target of a new model (the paper's). ``v_prediction`` learned a planted
 diagnosis better on CPU (docs/model.md, "Conditioning that learns": synthetic vs real d-map r
 0.26 vs 0.20 at CFG 1, 0.33 vs 0.26 at CFG 2 after 1,500 steps, one seed); ``sample`` matched
-the site's own map in a quarter of v_prediction's steps on the 4 mm grid, but by staying close
-to its participants and further from the planted truth (docs/model.md, "On the 4 mm grid").
-Neither is the default on these one-seed comparisons; ``--prediction-type`` selects them."""
+the site's own map in a quarter of v_prediction's steps on the 4 mm grid, by staying close to
+its participants (docs/model.md, "On the 4 mm grid"). Neither is the default on these one- and
+two-seed comparisons; ``--prediction-type`` selects them."""
 
 PAPER_LR = 1e-4
 """The paper's (and DiT's) learning rate: the paper-sized presets' and the default of a
 checkpoint whose preset is none of :data:`PRESETS`."""
 
 FROM_SCRATCH_LR = {"genbrain-l": PAPER_LR, "genbrain-b": PAPER_LR, "small": 1e-3, "tiny": 1e-3,
-                   "nano": 1e-3}
+                   "micro": 1e-3, "nano": 1e-3}
 """Learning rate to train each preset from scratch. The paper-sized models use DiT's 1e-4;
 the CPU presets need more: on a simulated site of 40 (4 mm), ``tiny`` at 1e-4 still samples
 noise after 2,000 steps (median largest r of a sample with any training image 0.09), at 1e-3

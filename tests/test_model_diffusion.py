@@ -73,8 +73,10 @@ def test_min_snr_weighting_gives_each_image_a_clean_image_weight_min_snr_gamma(p
     gen = torch.Generator().manual_seed(2)
     t = torch.tensor([0, 10, 500, 999])
     draws = TrainingDraws(t, torch.randn(4, 300, generator=gen), {})
-    shift = 0.05  # x0 error in model space ([-1, 1]); an x0 error e is an eps error
-    biased = Oracle(x0 + shift / 2, config)  # -e sqrt(a / (1 - a)) and a v error -e / sqrt(1-a)
+    # an x0 error e in model space ([-1, 1]) is an eps error -e sqrt(a / (1 - a)) and a v error
+    # -e / sqrt(1 - a); a store-space shift of e / 2 is a model-space shift of e
+    shift = 0.05
+    biased = Oracle(x0 + shift / 2, config)
     a = scheduler.alphas_cumprod[t]
     snr = a / (1 - a)
     gamma = 5.0
